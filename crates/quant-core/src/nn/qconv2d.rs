@@ -1,0 +1,130 @@
+//! `QConv2d`: a candle-nn `Conv2d` with a weight quantizer and an optional input quantizer.
+
+use candle_core::{Module, ModuleT, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig};
+
+use super::qat_config::LayerQuant;
+use crate::{ParamStore, Quantizer, Result, Role};
+
+/// A 2-D convolution trained with fake quantization.
+///
+/// Weights live under candle-nn's names (`<prefix>.weight`, `<prefix>.bias`), so a
+/// full-precision checkpoint loads unchanged; the quantizers under `<prefix>.wq.*` and
+/// `<prefix>.aq.*`.
+///
+/// ```
+/// use candle_core::{DType, Device, Tensor};
+/// use candle_nn::{Conv2dConfig, VarMap};
+/// use quarc_quant_core::{ParamStore, QConv2d, QatConfig, LayerPosition};
+/// let varmap = VarMap::new();
+/// let store = ParamStore::new(&varmap, DType::F32, &Device::Cpu);
+/// let quant = QatConfig::lsq(2, 2)?.layer(LayerPosition::Middle);
+/// let conv = QConv2d::new(3, 8, 3, Conv2dConfig { padding: 1, ..Default::default() }, true, &quant, &store.pp("conv"))?;
+/// let x = Tensor::rand(0f32, 1.0, (2, 3, 8, 8), &Device::Cpu)?;
+/// conv.calibrate(&x)?;
+/// assert_eq!(conv.forward_t(&x, true)?.dims(), &[2, 8, 8, 8]);
+/// # Ok::<(), quarc_quant_core::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct QConv2d {
+    conv: Conv2d,
+    weight_q: Box<dyn Quantizer>,
+    act_q: Option<Box<dyn Quantizer>>,
+}
+
+impl QConv2d {
+    /// A new conv with candle-nn's default initialisation (or the weights already in the
+    /// store's map under `<prefix>.weight`).
+    pub fn new(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        config: Conv2dConfig,
+        bias: bool,
+        quant: &LayerQuant,
+        store: &ParamStore<'_>,
+    ) -> Result<Self> {
+        if in_channels == 0
+            || out_channels == 0
+            || kernel == 0
+            || config.groups == 0
+            || in_channels % config.groups != 0
+        {
+            return Err(crate::Error::config(format!(
+                "conv {in_channels}→{out_channels} k{kernel} groups {}: channels must be positive and divisible by groups",
+                config.groups
+            )));
+        }
+        let conv = if bias {
+            candle_nn::conv2d(in_channels, out_channels, kernel, config, store.vb())?
+        } else {
+            candle_nn::conv2d_no_bias(in_channels, out_channels, kernel, config, store.vb())?
+        };
+        Self::from_conv(conv, quant, store)
+    }
+
+    /// Wraps an existing conv (its weights stay as they are).
+    pub fn from_conv(conv: Conv2d, quant: &LayerQuant, store: &ParamStore<'_>) -> Result<Self> {
+        let (_, in_per_group, _, _) = conv.weight().dims4()?;
+        let in_channels = in_per_group * conv.config().groups;
+        let weight_q = quant.weight.build(
+            Role::Weight,
+            quant.weight.channels_for(conv.weight().dims())?,
+            &store.pp("wq"),
+        )?;
+        let act_q = match &quant.activation {
+            Some(a) => Some(a.build(
+                Role::Activation,
+                a.channels_for(&[1, in_channels, 1, 1])?,
+                &store.pp("aq"),
+            )?),
+            None => None,
+        };
+        Ok(Self { conv, weight_q, act_q })
+    }
+
+    /// Initialises the weight quantizer from the weights and the input quantizer from `x`.
+    pub fn calibrate(&self, x: &Tensor) -> Result<()> {
+        self.weight_q.calibrate(self.conv.weight())?;
+        if let Some(a) = &self.act_q {
+            a.calibrate(x)?;
+        }
+        Ok(())
+    }
+
+    /// The fake-quantized weight.
+    pub fn quantized_weight(&self, train: bool) -> Result<Tensor> {
+        self.weight_q.forward_t(self.conv.weight(), train)
+    }
+
+    /// Forward pass: quantize the input and the weight, then convolve.
+    pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let x = match &self.act_q {
+            Some(a) => a.forward_t(x, train)?,
+            None => x.clone(),
+        };
+        let w = self.quantized_weight(train)?;
+        Ok(Conv2d::new(w, self.conv.bias().cloned(), *self.conv.config()).forward(&x)?)
+    }
+
+    /// The wrapped full-precision conv.
+    pub fn conv(&self) -> &Conv2d {
+        &self.conv
+    }
+
+    /// The weight quantizer.
+    pub fn weight_quantizer(&self) -> &dyn Quantizer {
+        self.weight_q.as_ref()
+    }
+
+    /// The input quantizer, if any.
+    pub fn activation_quantizer(&self) -> Option<&dyn Quantizer> {
+        self.act_q.as_deref()
+    }
+}
+
+impl ModuleT for QConv2d {
+    fn forward_t(&self, xs: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        Ok(QConv2d::forward_t(self, xs, train)?)
+    }
+}

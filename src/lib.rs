@@ -1,0 +1,27 @@
+//! # quarc
+//!
+//! Data-efficient quantization-aware training for [candle](https://docs.rs/candle-core).
+//! This facade re-exports the workspace crates:
+//!
+//! - [`quant_core`] (`quarc-quant-core`): quantizers (LSQ, LSQ+, PACT, uniform with
+//!   observers), fused STE kernels with composed references, quantized layers, integer export.
+//!
+//! The coreset (`quarc-coreset`) and correction (`quarc-correction`) crates join as they land.
+//!
+//! ```
+//! use quarc::prelude::*;
+//! let cfg = QatConfig::lsq(2, 2)?;
+//! assert_eq!(cfg.layer(LayerPosition::Middle).weight.bits(), Some(2));
+//! # Ok::<(), quarc::quant_core::Error>(())
+//! ```
+
+pub use quarc_quant_core as quant_core;
+
+/// The names most QAT loops need.
+pub mod prelude {
+    pub use quarc_quant_core::{
+        Backend, Granularity, LayerPolicy, LayerPosition, LayerQuant, LsqConfig, ModelOutput, ParamStore, Progress,
+        QConv2d, QLinear, QRange, QatConfig, Quantizer, QuantizerConfig, Role, Signedness, check_gradients,
+        lsq_fake_quant,
+    };
+}
