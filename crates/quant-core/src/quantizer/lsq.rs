@@ -3,7 +3,7 @@
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use super::stats::{CalibrationFlag, abs_mean, at_least, check_finite};
+use super::stats::{CalibrationFlag, abs_mean, at_least, check_finite, ensure_calibrated, not_calibrated};
 use super::{GradScaleMode, InitMode, QParams, Quantizer, Role};
 use crate::ste::{Backend, LsqOptions};
 use crate::{Error, Granularity, ParamStore, QRange, Result, Signedness, lsq_fake_quant, lsq_grad_scale};
@@ -119,18 +119,6 @@ impl Lsq {
     pub fn config(&self) -> &LsqConfig {
         &self.config
     }
-
-    fn ensure_calibrated(&self, x: &Tensor, train: bool) -> Result<()> {
-        if self.is_calibrated() {
-            return Ok(());
-        }
-        if train && self.config.init == InitMode::FirstTrainBatch {
-            return self.calibrate(x);
-        }
-        Err(Error::NotCalibrated {
-            quantizer: format!("lsq `{}`", self.name),
-        })
-    }
 }
 
 pub(crate) fn check_channels(granularity: Granularity, channels: usize) -> Result<()> {
@@ -147,7 +135,7 @@ impl Quantizer for Lsq {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        self.ensure_calibrated(x, train)?;
+        ensure_calibrated(self, x, train, self.config.init, &self.name)?;
         let channels = self.step.elem_count();
         let opts = LsqOptions {
             grad_scale: grad_scale_for(self.config.grad_scale, self.role, x.dims(), channels, self.range),
@@ -179,9 +167,7 @@ impl Quantizer for Lsq {
 
     fn qparams(&self) -> Result<Option<QParams>> {
         if !self.is_calibrated() {
-            return Err(Error::NotCalibrated {
-                quantizer: format!("lsq `{}`", self.name),
-            });
+            return Err(not_calibrated(self, &self.name));
         }
         Ok(Some(QParams {
             scale: self.step.as_tensor().maximum(crate::STEP_EPS)?,

@@ -4,10 +4,10 @@ use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
 use super::lsq::{check_channels, grad_scale_for};
-use super::stats::{CalibrationFlag, at_least, check_finite, mean_std, min_max};
+use super::stats::{CalibrationFlag, at_least, check_finite, ensure_calibrated, mean_std, min_max, not_calibrated};
 use super::{GradScaleMode, InitMode, QParams, Quantizer, Role};
 use crate::ste::{Backend, LsqOptions};
-use crate::{Error, Granularity, ParamStore, QRange, Result, Signedness, lsq_plus_fake_quant};
+use crate::{Granularity, ParamStore, QRange, Result, Signedness, lsq_plus_fake_quant};
 
 /// Configuration of an [`LsqPlus`] quantizer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -91,15 +91,7 @@ impl Quantizer for LsqPlus {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if !self.is_calibrated() {
-            if train && self.config.init == InitMode::FirstTrainBatch {
-                self.calibrate(x)?;
-            } else {
-                return Err(Error::NotCalibrated {
-                    quantizer: format!("lsq_plus `{}`", self.name),
-                });
-            }
-        }
+        ensure_calibrated(self, x, train, self.config.init, &self.name)?;
         let channels = self.step.elem_count();
         let opts = LsqOptions {
             grad_scale: grad_scale_for(self.config.grad_scale, self.role, x.dims(), channels, self.range),
@@ -142,9 +134,7 @@ impl Quantizer for LsqPlus {
 
     fn qparams(&self) -> Result<Option<QParams>> {
         if !self.is_calibrated() {
-            return Err(Error::NotCalibrated {
-                quantizer: format!("lsq_plus `{}`", self.name),
-            });
+            return Err(not_calibrated(self, &self.name));
         }
         Ok(Some(QParams {
             scale: self.step.as_tensor().maximum(crate::STEP_EPS)?,

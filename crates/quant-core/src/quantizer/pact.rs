@@ -3,7 +3,7 @@
 use candle_core::{Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use super::stats::{CalibrationFlag, at_least, check_finite};
+use super::stats::{CalibrationFlag, at_least, check_finite, ensure_calibrated, not_calibrated};
 use super::{InitMode, QParams, Quantizer};
 use crate::{Error, Granularity, ParamStore, QRange, Result, pact_fake_quant};
 
@@ -82,15 +82,7 @@ impl Quantizer for Pact {
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        if !self.is_calibrated() {
-            if train && self.config.init == InitMode::FirstTrainBatch {
-                self.calibrate(x)?;
-            } else {
-                return Err(Error::NotCalibrated {
-                    quantizer: format!("pact `{}`", self.name),
-                });
-            }
-        }
+        ensure_calibrated(self, x, train, self.config.init, &self.name)?;
         pact_fake_quant(x, self.alpha.as_tensor(), self.config.bits)
     }
 
@@ -111,9 +103,7 @@ impl Quantizer for Pact {
 
     fn qparams(&self) -> Result<Option<QParams>> {
         if !self.is_calibrated() {
-            return Err(Error::NotCalibrated {
-                quantizer: format!("pact `{}`", self.name),
-            });
+            return Err(not_calibrated(self, &self.name));
         }
         Ok(Some(QParams {
             scale: (self.alpha.as_tensor() / self.range.qp() as f64)?,

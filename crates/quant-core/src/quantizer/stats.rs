@@ -78,6 +78,30 @@ impl CalibrationFlag {
     }
 }
 
+/// Runs first-batch init when allowed, else errors unless `q` is calibrated.
+pub(crate) fn ensure_calibrated(
+    q: &dyn super::Quantizer,
+    x: &Tensor,
+    train: bool,
+    init: super::InitMode,
+    name: &str,
+) -> Result<()> {
+    if q.is_calibrated() {
+        return Ok(());
+    }
+    if train && init == super::InitMode::FirstTrainBatch {
+        return q.calibrate(x);
+    }
+    Err(not_calibrated(q, name))
+}
+
+/// The `NotCalibrated` error for `q`.
+pub(crate) fn not_calibrated(q: &dyn super::Quantizer, name: &str) -> Error {
+    Error::NotCalibrated {
+        quantizer: format!("{} `{name}`", q.kind()),
+    }
+}
+
 /// Floors every element at `floor`: keeps initial steps strictly positive on all-zero data.
 pub(crate) fn at_least(t: &Tensor, floor: f64) -> Result<Tensor> {
     Ok(t.maximum(floor)?)

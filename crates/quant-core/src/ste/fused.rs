@@ -54,19 +54,19 @@ impl Forward {
         o: Option<(&CpuStorage, &Layout)>,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let shape = x.1.shape();
-        match (x.0, s.0, o.map(|o| o.0)) {
+        match (x.0, s.0, o) {
             (CpuStorage::F32(xd), CpuStorage::F32(sd), None) => {
                 self.run(contiguous(xd, x.1, "x")?, shape, contiguous(sd, s.1, "step")?, None)
             }
-            (CpuStorage::F32(xd), CpuStorage::F32(sd), Some(CpuStorage::F32(od))) => {
-                let o = contiguous(od, o.expect("checked").1, "offset")?;
+            (CpuStorage::F32(xd), CpuStorage::F32(sd), Some((CpuStorage::F32(od), ol))) => {
+                let o = contiguous(od, ol, "offset")?;
                 self.run(contiguous(xd, x.1, "x")?, shape, contiguous(sd, s.1, "step")?, Some(o))
             }
             (CpuStorage::F64(xd), CpuStorage::F64(sd), None) => {
                 self.run(contiguous(xd, x.1, "x")?, shape, contiguous(sd, s.1, "step")?, None)
             }
-            (CpuStorage::F64(xd), CpuStorage::F64(sd), Some(CpuStorage::F64(od))) => {
-                let o = contiguous(od, o.expect("checked").1, "offset")?;
+            (CpuStorage::F64(xd), CpuStorage::F64(sd), Some((CpuStorage::F64(od), ol))) => {
+                let o = contiguous(od, ol, "offset")?;
                 self.run(contiguous(xd, x.1, "x")?, shape, contiguous(sd, s.1, "step")?, Some(o))
             }
             _ => candle_core::bail!("fused fake-quant supports f32 and f64 with matching dtypes"),

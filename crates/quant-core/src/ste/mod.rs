@@ -147,6 +147,20 @@ pub fn lsq_fake_quant(x: &Tensor, step: &Tensor, range: QRange, opts: LsqOptions
 ///
 /// # Shapes
 /// As [`lsq_fake_quant`]; `offset` has the same shape as `step`.
+///
+/// ```
+/// use candle_core::{Device, Tensor, Var};
+/// use quarc_quant_core::{lsq_plus_fake_quant, LsqOptions, QRange};
+/// // s = 0.5, o = −1, unsigned 2-bit [0, 3]: (x + 1)/0.5 = [0, 1.2, 7] → [0, 1, 3] → [−1, −0.5, 0.5]
+/// let x = Tensor::new(&[-1.0f32, -0.4, 2.5], &Device::Cpu)?;
+/// let (s, o) = (Var::new(&[0.5f32], &Device::Cpu)?, Var::new(&[-1.0f32], &Device::Cpu)?);
+/// let y = lsq_plus_fake_quant(&x, s.as_tensor(), o.as_tensor(), QRange::unsigned(2)?, LsqOptions::default())?;
+/// assert_eq!(y.to_vec1::<f32>()?, vec![-1.0, -0.5, 0.5]);
+/// // the offset gradient is 1 for each element outside the range (here only 2.5)
+/// let g = y.sum_all()?.backward()?;
+/// assert_eq!(g.get(o.as_tensor()).unwrap().to_vec1::<f32>()?, vec![1.0]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn lsq_plus_fake_quant(
     x: &Tensor,
     step: &Tensor,
@@ -158,11 +172,24 @@ pub fn lsq_plus_fake_quant(
     run(x, step, Some(offset), spec, opts.backend)
 }
 
-pub(crate) fn pact_step(x: &Tensor, alpha: &Tensor, bits: u32) -> Result<(Tensor, FakeQuantSpec)> {
+fn pact_with(x: &Tensor, alpha: &Tensor, bits: u32, backend: Backend) -> Result<Tensor> {
     let range = QRange::unsigned(bits)?;
     let spec = FakeQuantSpec::new(range, 1.0, StepGrad::Pact, Granularity::PerTensor);
     validate(x, alpha, None, &spec)?;
-    Ok(((alpha / range.qp() as f64)?, spec))
+    run(x, &(alpha / range.qp() as f64)?, None, spec, backend)
+}
+
+fn fake_quant_with(
+    x: &Tensor,
+    scale: &Tensor,
+    offset: Option<&Tensor>,
+    range: QRange,
+    granularity: Granularity,
+    backend: Backend,
+) -> Result<Tensor> {
+    let spec = FakeQuantSpec::new(range, 1.0, StepGrad::Lsq, granularity);
+    let offset = offset.map(|o| o.detach());
+    run(x, &scale.detach(), offset.as_ref(), spec, backend)
 }
 
 /// PACT (Choi et al., 2018): clip activations to `[0, α]` with a learnable `α`, then quantize
@@ -186,8 +213,7 @@ pub(crate) fn pact_step(x: &Tensor, alpha: &Tensor, bits: u32) -> Result<(Tensor
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn pact_fake_quant(x: &Tensor, alpha: &Tensor, bits: u32) -> Result<Tensor> {
-    let (step, spec) = pact_step(x, alpha, bits)?;
-    run(x, &step, None, spec, Backend::Auto)
+    pact_with(x, alpha, bits, Backend::Auto)
 }
 
 /// Uniform fake quantization with a fixed (observed) scale and offset, straight-through on `x`
@@ -196,6 +222,18 @@ pub fn pact_fake_quant(x: &Tensor, alpha: &Tensor, bits: u32) -> Result<Tensor> 
 ///
 /// # Shapes
 /// `scale` and `offset`: one element or `(C,)` along the granularity's axis.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use quarc_quant_core::{fake_quant, Granularity, QRange};
+/// // per-channel (axis 0) 8-bit signed, scales [0.1, 1.0]
+/// let x = Tensor::new(&[[0.26f32, -0.04], [2.6, 300.0]], &Device::Cpu)?;
+/// let s = Tensor::new(&[0.1f32, 1.0], &Device::Cpu)?;
+/// let y = fake_quant(&x, &s, None, QRange::signed(8)?, Granularity::PerChannel { axis: 0 })?;
+/// let v = y.to_vec2::<f32>()?;
+/// assert!((v[0][0] - 0.3).abs() < 1e-6 && v[0][1] == 0.0 && v[1] == vec![3.0, 127.0]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn fake_quant(
     x: &Tensor,
     scale: &Tensor,
@@ -203,8 +241,5 @@ pub fn fake_quant(
     range: QRange,
     granularity: Granularity,
 ) -> Result<Tensor> {
-    let spec = FakeQuantSpec::new(range, 1.0, StepGrad::Lsq, granularity);
-    let scale = scale.detach();
-    let offset = offset.map(|o| o.detach());
-    run(x, &scale, offset.as_ref(), spec, Backend::Auto)
+    fake_quant_with(x, scale, offset, range, granularity, Backend::Auto)
 }

@@ -8,7 +8,7 @@ use candle_core::Tensor;
 
 use super::kernel::StepGrad;
 use super::spec::{FakeQuantSpec, STEP_EPS};
-use super::{LsqOptions, validate};
+use super::{Backend, Granularity, LsqOptions};
 use crate::{QRange, Result, round_half_even};
 
 /// `a.detach() + (b − b.detach())`: the value of `a`, the gradient of `b`. The forward value is
@@ -56,9 +56,15 @@ pub(crate) fn fake_quant_composed(
 
 /// Composed LSQ fake-quant (Esser et al. 2020); see [`crate::lsq_fake_quant`].
 pub fn lsq_fake_quant_slow(x: &Tensor, step: &Tensor, range: QRange, opts: LsqOptions) -> Result<Tensor> {
-    let spec = FakeQuantSpec::new(range, opts.grad_scale, StepGrad::Lsq, opts.granularity);
-    validate(x, step, None, &spec)?;
-    fake_quant_composed(x, step, None, spec)
+    crate::lsq_fake_quant(
+        x,
+        step,
+        range,
+        LsqOptions {
+            backend: Backend::Composed,
+            ..opts
+        },
+    )
 }
 
 /// Composed LSQ+ fake-quant (Bhalgat et al. 2020); see [`crate::lsq_plus_fake_quant`].
@@ -69,15 +75,21 @@ pub fn lsq_plus_fake_quant_slow(
     range: QRange,
     opts: LsqOptions,
 ) -> Result<Tensor> {
-    let spec = FakeQuantSpec::new(range, opts.grad_scale, StepGrad::Lsq, opts.granularity);
-    validate(x, step, Some(offset), &spec)?;
-    fake_quant_composed(x, step, Some(offset), spec)
+    crate::lsq_plus_fake_quant(
+        x,
+        step,
+        offset,
+        range,
+        LsqOptions {
+            backend: Backend::Composed,
+            ..opts
+        },
+    )
 }
 
 /// Composed PACT fake-quant (Choi et al. 2018); see [`crate::pact_fake_quant`].
 pub fn pact_fake_quant_slow(x: &Tensor, alpha: &Tensor, bits: u32) -> Result<Tensor> {
-    let (step, spec) = super::pact_step(x, alpha, bits)?;
-    fake_quant_composed(x, &step, None, spec)
+    super::pact_with(x, alpha, bits, Backend::Composed)
 }
 
 /// Composed uniform fake-quant with a fixed scale and offset; see [`crate::fake_quant`].
@@ -86,9 +98,7 @@ pub fn fake_quant_slow(
     scale: &Tensor,
     offset: Option<&Tensor>,
     range: QRange,
-    granularity: super::Granularity,
+    granularity: Granularity,
 ) -> Result<Tensor> {
-    let spec = FakeQuantSpec::new(range, 1.0, StepGrad::Lsq, granularity);
-    validate(x, scale, offset, &spec)?;
-    fake_quant_composed(x, &scale.detach(), offset.map(|o| o.detach()).as_ref(), spec)
+    super::fake_quant_with(x, scale, offset, range, granularity, Backend::Composed)
 }
