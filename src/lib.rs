@@ -5,8 +5,10 @@
 //!
 //! - [`quant_core`] (`quarc-quant-core`): quantizers (LSQ, LSQ+, PACT, uniform with
 //!   observers), fused STE kernels with composed references, quantized layers, integer export.
+//! - [`coreset`] (`quarc-coreset`): scorers (EVS, DS, RES, ACS, QuaRC, baselines), selectors,
+//!   schedules, score tables and the `Coreset` orchestrator.
 //!
-//! The coreset (`quarc-coreset`) and correction (`quarc-correction`) crates join as they land.
+//! The correction crate (`quarc-correction`) joins when it lands.
 //!
 //! ```
 //! use quarc::prelude::*;
@@ -15,10 +17,14 @@
 //! # Ok::<(), quarc::quant_core::Error>(())
 //! ```
 
+pub use quarc_coreset as coreset;
 pub use quarc_quant_core as quant_core;
 
 /// The names most QAT loops need.
 pub mod prelude {
+    pub use quarc_coreset::{
+        Annealed, Budget, ClassBalanced, Coreset, ScoreInput, Scorer, SelectionSchedule, Selector, TopK, WeightedSum,
+    };
     pub use quarc_quant_core::{
         Backend, Granularity, LayerPolicy, LayerPosition, LayerQuant, LsqConfig, ModelOutput, ParamStore, Progress,
         QConv2d, QLinear, QRange, QatConfig, Quantizer, QuantizerConfig, Role, Signedness, check_gradients,

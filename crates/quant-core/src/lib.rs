@@ -71,6 +71,7 @@ mod output;
 mod param_store;
 pub mod quantizer;
 mod range;
+mod rng;
 mod rounding;
 pub mod ste;
 
@@ -87,6 +88,7 @@ pub use quantizer::{
     PactInit, QParams, Quantizer, QuantizerConfig, Role, Uniform, UniformConfig,
 };
 pub use range::{MAX_BITS, MIN_BITS, QRange, Signedness, validate_bits};
+pub use rng::{SplitMix64, mix};
 pub use rounding::round_half_even;
 pub use ste::{
     Backend, Granularity, LsqOptions, STEP_EPS, fake_quant, lsq_fake_quant, lsq_grad_scale, lsq_plus_fake_quant,

@@ -1,0 +1,251 @@
+//! The `Coreset` orchestrator: scorer + selector + schedule + budget, called from a user's loop.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Instant;
+
+use candle_core::DType;
+use quarc_quant_core::Progress;
+use serde::{Deserialize, Serialize};
+
+use crate::state::{Reader, f32_raw, read_bytes, u32_raw, write};
+use crate::{
+    Budget, Error, Needs, Result, ScoreInput, ScoreTable, Scorer, SelectContext, Selection, SelectionSchedule,
+    Selector, StateRecord,
+};
+
+/// What happened at one selection, for reports (selection cost against training cost).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SelectionRecord {
+    /// Epoch of the selection.
+    pub epoch: usize,
+    /// Mixing weights in force (e.g. `beta`).
+    pub mixing_weights: Vec<(String, f64)>,
+    /// Number of selected samples.
+    pub size: usize,
+    /// Seconds from `begin_scoring` to the end of the last `feed` (the scoring pass, including
+    /// the caller's forward passes).
+    pub scoring_secs: f64,
+    /// Seconds spent combining scores and selecting.
+    pub selection_secs: f64,
+}
+
+/// Ties a [`Scorer`], a [`Selector`], a [`SelectionSchedule`] and a [`Budget`] together.
+///
+/// A training loop asks [`Coreset::needs_scoring`] at the start of each epoch; if so it calls
+/// [`Coreset::begin_scoring`], feeds every batch of the full data set (eval mode, deterministic
+/// preprocessing) to [`Coreset::feed`], and trains the epoch on [`Coreset::select`]'s indices.
+/// See the crate docs for a complete loop.
+pub struct Coreset {
+    scorer: Box<dyn Scorer>,
+    selector: Box<dyn Selector>,
+    schedule: SelectionSchedule,
+    budget: Budget,
+    seed: u64,
+    labels: Vec<u32>,
+    num_classes: usize,
+    table: Option<ScoreTable>,
+    pass: Option<(Progress, Instant, f64)>,
+    current: Option<Selection>,
+    history: Vec<SelectionRecord>,
+}
+
+const FORMAT: &str = "quarc-coreset-state/1";
+
+impl Coreset {
+    /// A coreset over a data set with the given labels (`labels[i]` for dataset index `i`).
+    pub fn new(
+        scorer: Box<dyn Scorer>,
+        selector: Box<dyn Selector>,
+        schedule: SelectionSchedule,
+        budget: Budget,
+        labels: Vec<u32>,
+        num_classes: usize,
+        seed: u64,
+    ) -> Result<Self> {
+        budget.validate(labels.len())?;
+        if let Some((index, &label)) = labels.iter().enumerate().find(|(_, l)| **l as usize >= num_classes) {
+            return Err(Error::LabelOutOfRange {
+                label,
+                index,
+                num_classes,
+            });
+        }
+        Ok(Self {
+            scorer,
+            selector,
+            schedule,
+            budget,
+            seed,
+            labels,
+            num_classes,
+            table: None,
+            pass: None,
+            current: None,
+            history: Vec::new(),
+        })
+    }
+
+    /// What the scorer needs from the loop.
+    pub fn needs(&self) -> Needs {
+        self.scorer.needs()
+    }
+
+    /// Number of samples in the data set.
+    pub fn num_samples(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Whether `epoch` needs a scoring pass (a selection epoch, or no selection yet).
+    pub fn needs_scoring(&self, epoch: usize) -> bool {
+        self.schedule.is_selection_epoch(epoch) || self.current.is_none()
+    }
+
+    /// Starts a scoring pass at `progress`.
+    pub fn begin_scoring(&mut self, progress: Progress) -> Result<()> {
+        self.table = Some(ScoreTable::new(self.labels.len(), self.scorer.columns())?);
+        self.pass = Some((progress, Instant::now(), 0.0));
+        Ok(())
+    }
+
+    /// Scores one batch of the pass.
+    pub fn feed(&mut self, input: &ScoreInput<'_>) -> Result<()> {
+        let (progress, started, _) = self.pass.ok_or(Error::NoScores)?;
+        input.validate(self.labels.len(), self.num_classes)?;
+        if self.needs().reference && input.reference.is_none() {
+            return Err(Error::MissingInput {
+                scorer: self.scorer.name(),
+                what: "the full-precision reference outputs".into(),
+            });
+        }
+        let scores = self.scorer.score(input, &progress)?.to_dtype(DType::F32)?;
+        let b = input.len();
+        let c = self.scorer.columns().len();
+        let expected: &[usize] = if c == 1 && scores.rank() == 1 { &[b] } else { &[b, c] };
+        if scores.dims() != expected {
+            return Err(Error::ShapeMismatch {
+                context: format!("scores of `{}`", self.scorer.name()),
+                expected: expected.to_vec(),
+                got: scores.dims().to_vec(),
+            });
+        }
+        let flat = scores.flatten_all()?.to_vec1::<f32>()?;
+        self.table
+            .as_mut()
+            .ok_or(Error::NoScores)?
+            .record(input.indices, &flat)?;
+        self.pass = Some((progress, started, started.elapsed().as_secs_f64()));
+        Ok(())
+    }
+
+    /// Passes a training batch to scorers that observe training (forgetting).
+    pub fn observe(&mut self, input: &ScoreInput<'_>, progress: &Progress) -> Result<()> {
+        if self.needs().observe_training {
+            input.validate(self.labels.len(), self.num_classes)?;
+            self.scorer.observe(input, progress)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the pass: combines the scores, selects, records, and returns the subset.
+    pub fn select(&mut self) -> Result<&Selection> {
+        let (progress, _, scoring_secs) = self.pass.ok_or(Error::NoScores)?;
+        let table = self.table.as_ref().ok_or(Error::NoScores)?;
+        table.ensure_complete()?;
+        let t0 = Instant::now();
+        let scores = self.scorer.combine(&table.columns(), &self.labels, &progress)?;
+        if scores.len() != self.labels.len() {
+            return Err(Error::ShapeMismatch {
+                context: "combined scores".into(),
+                expected: vec![self.labels.len()],
+                got: vec![scores.len()],
+            });
+        }
+        let ctx = SelectContext {
+            seed: self.seed,
+            epoch: progress.epoch,
+        };
+        let selection = self.selector.select(&scores, &self.labels, self.budget, &ctx)?;
+        self.history.push(SelectionRecord {
+            epoch: progress.epoch,
+            mixing_weights: self.scorer.mixing_weights(&progress),
+            size: selection.len(),
+            scoring_secs,
+            selection_secs: t0.elapsed().as_secs_f64(),
+        });
+        self.pass = None;
+        Ok(self.current.insert(selection))
+    }
+
+    /// The subset in force.
+    pub fn current(&self) -> Option<&Selection> {
+        self.current.as_ref()
+    }
+
+    /// One record per selection so far.
+    pub fn history(&self) -> &[SelectionRecord] {
+        &self.history
+    }
+
+    /// The raw score table of the last pass.
+    pub fn table(&self) -> Option<&ScoreTable> {
+        self.table.as_ref()
+    }
+
+    /// Writes the current selection, the history and the scorer's state to `path` atomically.
+    pub fn save_state(&self, path: impl AsRef<Path>) -> Result<()> {
+        let state = self.scorer.state();
+        let mut tensors: Vec<_> = state
+            .entries
+            .iter()
+            .map(|(k, v)| f32_raw(format!("scorer.{k}"), v))
+            .collect();
+        if let Some(s) = &self.current {
+            tensors.push(u32_raw(
+                "selection".into(),
+                &s.indices.iter().map(|&i| i as u32).collect::<Vec<_>>(),
+            ));
+        }
+        let mut meta = HashMap::new();
+        meta.insert("quarc.format".into(), FORMAT.into());
+        meta.insert(
+            "quarc.history".into(),
+            serde_json::to_string(&self.history).map_err(|e| Error::InvalidConfig(e.to_string()))?,
+        );
+        write(path.as_ref(), tensors, meta)
+    }
+
+    /// Restores what [`Coreset::save_state`] wrote.
+    pub fn load_state(&mut self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let bytes = read_bytes(path)?;
+        let r = Reader::new(path, &bytes)?;
+        if r.meta("quarc.format")? != FORMAT {
+            return Err(r.corrupt(format!("format tag is not {FORMAT:?}")));
+        }
+        let history: Vec<SelectionRecord> =
+            serde_json::from_str(r.meta("quarc.history")?).map_err(|e| r.corrupt(format!("history: {e}")))?;
+        let mut state = StateRecord::default();
+        for name in r.names() {
+            if let Some(key) = name.strip_prefix("scorer.") {
+                state.entries.insert(key.to_string(), r.f32s(&name, None)?);
+            }
+        }
+        let current = if r.names().iter().any(|n| n == "selection") {
+            let idx: Vec<usize> = r.u32s("selection", None)?.into_iter().map(|i| i as usize).collect();
+            if idx.iter().any(|&i| i >= self.labels.len()) || idx.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(r.corrupt("selection indices out of range or not sorted"));
+            }
+            Some(Selection {
+                indices: idx,
+                weights: None,
+            })
+        } else {
+            None
+        };
+        self.scorer.load_state(&state)?;
+        self.history = history;
+        self.current = current;
+        Ok(())
+    }
+}

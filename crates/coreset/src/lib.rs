@@ -1,0 +1,102 @@
+//! # quarc-coreset
+//!
+//! Coreset selection for quantization-aware training, usable inside any candle training loop:
+//! choose the 1–10 % of the data that carries the quantization error, re-select as training
+//! goes on, and train on that subset.
+//!
+//! - [`Scorer`]: per-sample importance, keyed by dataset index. Built-ins: [`ErrorVector`]
+//!   (EVS), [`Disagreement`] (DS), [`RelativeEntropy`] (QuaRC's RES), the combinators
+//!   [`Annealed`] (ACS: `β(t)·EVS + (1 − β(t))·DS`) and [`WeightedSum`] (QuaRC: ACS + λ·RES),
+//!   and baselines [`RandomScore`], [`Loss`], [`El2n`], [`Entropy`], [`Margin`], [`Forgetting`],
+//!   [`GradNormLastLayer`], [`Moderate`].
+//! - [`Selector`]: [`TopK`], [`ClassBalanced`] (wraps any selector), [`Stratified`] (CCS),
+//!   [`RandomSelector`]; deterministic tie-break by ascending index.
+//! - [`ScoreTable`] (streaming, any batch order, shard merge, safetensors), [`SelectionSchedule`]
+//!   (every R epochs or one-shot) and the [`Coreset`] orchestrator.
+//!
+//! Formulas and defaults follow the ACS paper and code and the QuaRC reports; where they
+//! disagree (β schedule, RES direction) each reading is an option with the recommended default.
+//!
+//! ## The ACS loop with a toy candle model
+//! ```
+//! use candle_core::{DType, Device, Module, Tensor};
+//! use candle_nn::{Optimizer, VarMap};
+//! use quarc_coreset::*;
+//! use quarc_quant_core::{LayerPosition, ModelOutput, ParamStore, Progress, QLinear, QatConfig, SplitMix64};
+//!
+//! let dev = Device::Cpu;
+//! // 300 samples, 8 features, 3 classes, from a seeded stream.
+//! let mut rng = SplitMix64::new(0);
+//! let xs: Vec<f32> = (0..300 * 8).map(|_| rng.next_f64() as f32 * 2.0 - 1.0).collect();
+//! let x_all = Tensor::from_vec(xs, (300, 8), &dev)?;
+//! let labels: Vec<u32> = (0..300).map(|i| (i % 3) as u32).collect();
+//! let y_all = Tensor::new(labels.as_slice(), &dev)?;
+//!
+//! // Frozen full-precision reference and a W2 student initialised from it.
+//! let w = Tensor::from_vec((0..24).map(|i| ((i * 7 % 11) as f32 - 5.0) / 10.0).collect::<Vec<_>>(), (3, 8), &dev)?;
+//! let reference = candle_nn::Linear::new(w.clone(), None);
+//! let varmap = VarMap::new();
+//! varmap.data().lock().unwrap().insert("fc.weight".into(), candle_core::Var::from_tensor(&w)?);
+//! let store = ParamStore::new(&varmap, DType::F32, &dev);
+//! let student = QLinear::new(8, 3, false, &QatConfig::lsq(2, 8)?.layer(LayerPosition::Middle), &store.pp("fc"))?;
+//! student.calibrate(&x_all)?; // calibrate before the first scoring pass (methods.md §9.9)
+//!
+//! let mut coreset = Coreset::new(
+//!     Box::new(Annealed::acs()),                   // EVS → DS, β(t) = cos(πt/2E)
+//!     Box::new(ClassBalanced::new(TopK::highest())),
+//!     SelectionSchedule::every(2)?,                // R = 2
+//!     Budget::Fraction(0.1),
+//!     labels.clone(), 3, /* seed */ 42,
+//! )?;
+//! let mut opt = candle_nn::SGD::new(varmap.all_vars(), 0.05)?;
+//! let epochs = 4;
+//! for epoch in 0..epochs {
+//!     let progress = Progress::new(epoch, epochs);
+//!     if coreset.needs_scoring(epoch) {
+//!         coreset.begin_scoring(progress)?;
+//!         for start in (0..300).step_by(100) {                 // the full data set, eval mode
+//!             let idx: Vec<usize> = (start..start + 100).collect();
+//!             let x = x_all.narrow(0, start, 100)?;
+//!             let s = ModelOutput::logits_only(student.forward_t(&x, false)?);
+//!             let r = ModelOutput::logits_only(reference.forward(&x)?);
+//!             let y = y_all.narrow(0, start, 100)?;
+//!             coreset.feed(&ScoreInput { indices: &idx, labels: &y, student: &s, reference: Some(&r) })?;
+//!         }
+//!         coreset.select()?;
+//!     }
+//!     // Train one epoch on the subset (here: one batch).
+//!     let subset: Vec<u32> = coreset.current().unwrap().indices.iter().map(|&i| i as u32).collect();
+//!     let ids = Tensor::new(subset.as_slice(), &dev)?;
+//!     let (x, y) = (x_all.index_select(&ids, 0)?, y_all.index_select(&ids, 0)?);
+//!     let loss = candle_nn::loss::cross_entropy(&student.forward_t(&x, true)?, &y)?;
+//!     opt.backward_step(&loss)?;
+//! }
+//! let h = coreset.history();
+//! assert_eq!(h.len(), 2);                                   // epochs 0 and 2
+//! assert_eq!(h[0].size, 30);                                 // 10 % of each class of 100
+//! assert_eq!(h[0].mixing_weights[0], ("beta".to_string(), 1.0)); // EVS only at t = 0
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod coreset;
+mod error;
+mod input;
+mod schedule;
+pub mod scorer;
+pub mod selector;
+mod state;
+mod table;
+
+pub use coreset::{Coreset, SelectionRecord};
+pub use error::{Error, Result};
+pub use input::{Needs, ScoreInput};
+pub use schedule::SelectionSchedule;
+pub use scorer::{
+    Annealed, BetaSchedule, Disagreement, Divergence, El2n, Entropy, ErrorVector, Forgetting, GradNormLastLayer, Loss,
+    Margin, ModelSource, Moderate, Normalization, RandomScore, RelativeEntropy, Scorer, WeightedSum,
+};
+pub use selector::{
+    Budget, ClassBalanced, Direction, RandomSelector, SelectContext, Selection, Selector, Stratified, TopK,
+};
+pub use state::StateRecord;
+pub use table::ScoreTable;

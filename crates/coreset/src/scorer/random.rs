@@ -1,0 +1,46 @@
+//! Random scores (seeded): the baseline every table needs.
+
+use candle_core::Tensor;
+use quarc_quant_core::{Progress, SplitMix64, mix};
+
+use crate::{Result, ScoreInput, Scorer};
+
+/// A uniform random score per sample, a pure function of `(seed, index[, epoch])`, so it does
+/// not depend on batch order or worker. With `resample_each_selection`, every selection epoch
+/// draws anew (the "resample every R" control of methods.md §8.1); otherwise one fixed draw.
+#[derive(Clone, Copy, Debug)]
+pub struct RandomScore {
+    /// The seed.
+    pub seed: u64,
+    /// Draw again at every selection epoch.
+    pub resample_each_selection: bool,
+}
+
+impl RandomScore {
+    /// A fixed random draw.
+    pub fn new(seed: u64) -> Self {
+        Self {
+            seed,
+            resample_each_selection: false,
+        }
+    }
+}
+
+impl Scorer for RandomScore {
+    fn name(&self) -> String {
+        "random".into()
+    }
+    fn score(&mut self, input: &ScoreInput<'_>, p: &Progress) -> Result<Tensor> {
+        let epoch = if self.resample_each_selection {
+            p.epoch as u64
+        } else {
+            0
+        };
+        let v: Vec<f32> = input
+            .indices
+            .iter()
+            .map(|&i| SplitMix64::derive(self.seed ^ mix(epoch), i as u64).next_f64() as f32)
+            .collect();
+        Ok(Tensor::from_vec(v, input.indices.len(), input.student.logits.device())?)
+    }
+}
