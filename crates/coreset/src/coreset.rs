@@ -23,6 +23,10 @@ pub struct SelectionRecord {
     pub mixing_weights: Vec<(String, f64)>,
     /// Number of selected samples.
     pub size: usize,
+    /// The selected dataset indices (sorted). Saved as a tensor of its own by
+    /// [`Coreset::save_state`], not in the JSON history.
+    #[serde(skip)]
+    pub indices: Vec<usize>,
     /// Seconds from `begin_scoring` to the end of the last `feed` (the scoring pass, including
     /// the caller's forward passes).
     pub scoring_secs: f64,
@@ -170,6 +174,7 @@ impl Coreset {
             epoch: progress.epoch,
             mixing_weights: self.scorer.mixing_weights(&progress),
             size: selection.len(),
+            indices: selection.indices.clone(),
             scoring_secs,
             selection_secs: t0.elapsed().as_secs_f64(),
         });
@@ -192,8 +197,10 @@ impl Coreset {
         self.table.as_ref()
     }
 
-    /// Writes the current selection, the history and the scorer's state to `path` atomically.
+    /// Writes the current selection, the history (with each selection's indices) and the
+    /// scorer's state to `path` atomically.
     pub fn save_state(&self, path: impl AsRef<Path>) -> Result<()> {
+        let as_u32 = |v: &[usize]| v.iter().map(|&i| i as u32).collect::<Vec<_>>();
         let state = self.scorer.state();
         let mut tensors: Vec<_> = state
             .entries
@@ -201,18 +208,24 @@ impl Coreset {
             .map(|(k, v)| f32_raw(format!("scorer.{k}"), v))
             .collect();
         if let Some(s) = &self.current {
-            tensors.push(u32_raw(
-                "selection".into(),
-                &s.indices.iter().map(|&i| i as u32).collect::<Vec<_>>(),
-            ));
+            tensors.push(u32_raw("selection".into(), &as_u32(&s.indices)));
+        }
+        for (k, rec) in self.history.iter().enumerate() {
+            tensors.push(u32_raw(format!("history.{k}"), &as_u32(&rec.indices)));
         }
         let mut meta = HashMap::new();
         meta.insert("quarc.format".into(), FORMAT.into());
-        meta.insert(
-            "quarc.history".into(),
-            serde_json::to_string(&self.history).map_err(|e| Error::InvalidConfig(e.to_string()))?,
-        );
+        let history = serde_json::to_string(&self.history).map_err(|e| Error::InvalidConfig(e.to_string()))?;
+        meta.insert("quarc.history".into(), history);
         write(path.as_ref(), tensors, meta)
+    }
+
+    fn read_indices(&self, r: &Reader<'_>, name: &str) -> Result<Vec<usize>> {
+        let idx: Vec<usize> = r.u32s(name, None)?.into_iter().map(|i| i as usize).collect();
+        if idx.iter().any(|&i| i >= self.labels.len()) || idx.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(r.corrupt(format!("`{name}`: indices out of range or not sorted")));
+        }
+        Ok(idx)
     }
 
     /// Restores what [`Coreset::save_state`] wrote.
@@ -223,8 +236,11 @@ impl Coreset {
         if r.meta("quarc.format")? != FORMAT {
             return Err(r.corrupt(format!("format tag is not {FORMAT:?}")));
         }
-        let history: Vec<SelectionRecord> =
+        let mut history: Vec<SelectionRecord> =
             serde_json::from_str(r.meta("quarc.history")?).map_err(|e| r.corrupt(format!("history: {e}")))?;
+        for (k, rec) in history.iter_mut().enumerate() {
+            rec.indices = self.read_indices(&r, &format!("history.{k}"))?;
+        }
         let mut state = StateRecord::default();
         for name in r.names() {
             if let Some(key) = name.strip_prefix("scorer.") {
@@ -232,12 +248,8 @@ impl Coreset {
             }
         }
         let current = if r.names().iter().any(|n| n == "selection") {
-            let idx: Vec<usize> = r.u32s("selection", None)?.into_iter().map(|i| i as usize).collect();
-            if idx.iter().any(|&i| i >= self.labels.len()) || idx.windows(2).any(|w| w[0] >= w[1]) {
-                return Err(r.corrupt("selection indices out of range or not sorted"));
-            }
             Some(Selection {
-                indices: idx,
+                indices: self.read_indices(&r, "selection")?,
                 weights: None,
             })
         } else {

@@ -240,6 +240,7 @@ fn same_seed_same_coreset_and_state_round_trip() {
     c.load_state(&path).unwrap();
     assert_eq!(c.current(), a.current());
     assert_eq!(c.history(), a.history());
+    assert_eq!(c.history()[0].indices, a.current().unwrap().indices);
     // score table round trip and shard merge
     let t = a.table().unwrap();
     t.save(dir.join("t.safetensors")).unwrap();
