@@ -7,8 +7,8 @@
 //!   observers), fused STE kernels with composed references, quantized layers, integer export.
 //! - [`coreset`] (`quarc-coreset`): scorers (EVS, DS, RES, ACS, QuaRC, baselines), selectors,
 //!   schedules, score tables and the `Coreset` orchestrator.
-//!
-//! The correction crate (`quarc-correction`) joins when it lands.
+//! - [`correction`] (`quarc-correction`): distillation, feature-alignment losses and Cascaded
+//!   Layer Correction.
 //!
 //! ```
 //! use quarc::prelude::*;
@@ -18,6 +18,7 @@
 //! ```
 
 pub use quarc_coreset as coreset;
+pub use quarc_correction as correction;
 pub use quarc_quant_core as quant_core;
 
 /// The names most QAT loops need.
@@ -25,6 +26,7 @@ pub mod prelude {
     pub use quarc_coreset::{
         Annealed, Budget, ClassBalanced, Coreset, ScoreInput, Scorer, SelectionSchedule, Selector, TopK, WeightedSum,
     };
+    pub use quarc_correction::{AlignmentLoss, Cascade, CascadeMode, Distillation, FeatureKl, LayerPair, Mse};
     pub use quarc_quant_core::{
         Backend, Granularity, LayerPolicy, LayerPosition, LayerQuant, LsqConfig, ModelOutput, ParamStore, Progress,
         QConv2d, QLinear, QRange, QatConfig, Quantizer, QuantizerConfig, Role, Signedness, check_gradients,

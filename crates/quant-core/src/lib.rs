@@ -81,7 +81,7 @@ pub use guard::{BUFFER_SUFFIXES, GradientReport, check_gradients, is_buffer};
 pub use io::atomic_write;
 pub use nn::{LayerPolicy, LayerPosition, LayerQuant, QConv2d, QLinear, QatConfig};
 pub use observer::{EmaMinMaxObserver, MinMaxObserver, Observer};
-pub use output::{FeatureMap, FeatureModule, LogitsOnly, ModelOutput, Progress};
+pub use output::{BlockwiseModule, FeatureMap, FeatureModule, LogitsOnly, ModelOutput, Progress};
 pub use param_store::ParamStore;
 pub use quantizer::{
     GradScaleMode, Identity, InitMode, Lsq, LsqConfig, LsqPlus, LsqPlusConfig, Mode, ObserverKind, Pact, PactConfig,

@@ -115,6 +115,20 @@ impl<M: ModuleT> FeatureModule for LogitsOnly<M> {
     }
 }
 
+/// A model that can run one block at a time, so that a block of the quantized model can be fed
+/// the full-precision model's input to that block (Cascaded Layer Correction's
+/// "reference inputs" mode, BRECQ-style).
+///
+/// Block 0 takes the model input; block `i + 1` takes block `i`'s output. The names match the
+/// ones `FeatureModule` records, so layer pairs can refer to either.
+pub trait BlockwiseModule {
+    /// Names of the blocks, in order.
+    fn block_names(&self) -> Vec<String>;
+
+    /// Runs block `index` on `xs`.
+    fn forward_block(&self, index: usize, xs: &Tensor, train: bool) -> candle_core::Result<Tensor>;
+}
+
 /// Where a training run stands; passed to schedules, scorers and losses.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Progress {
