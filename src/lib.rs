@@ -7,6 +7,8 @@
 //!   observers), fused STE kernels with composed references, quantized layers, integer export.
 //! - [`coreset`] (`quarc-coreset`): scorers (EVS, DS, RES, ACS, QuaRC, baselines), selectors,
 //!   schedules, score tables and the `Coreset` orchestrator.
+//! - [`data`] (`quarc-data`): data sets whose batches carry dataset indices, IDX and CIFAR
+//!   loaders, the bundled Fashion-MNIST subset, seeded augmentation and a prefetching loader.
 //! - [`correction`] (`quarc-correction`): distillation, feature-alignment losses and Cascaded
 //!   Layer Correction.
 //!
@@ -19,6 +21,7 @@
 
 pub use quarc_coreset as coreset;
 pub use quarc_correction as correction;
+pub use quarc_data as data;
 pub use quarc_quant_core as quant_core;
 
 /// The names most QAT loops need.
