@@ -9,6 +9,8 @@
 //!   schedules, score tables and the `Coreset` orchestrator.
 //! - [`data`] (`quarc-data`): data sets whose batches carry dataset indices, IDX and CIFAR
 //!   loaders, the bundled Fashion-MNIST subset, seeded augmentation and a prefetching loader.
+//! - [`models`] (`quarc-models`): SmallCnn, CIFAR ResNet-20/18 and MobileNetV2, full precision
+//!   and quantized twins, seeded init, feature taps, checkpoints.
 //! - [`correction`] (`quarc-correction`): distillation, feature-alignment losses and Cascaded
 //!   Layer Correction.
 //!
@@ -22,6 +24,7 @@
 pub use quarc_coreset as coreset;
 pub use quarc_correction as correction;
 pub use quarc_data as data;
+pub use quarc_models as models;
 pub use quarc_quant_core as quant_core;
 
 /// The names most QAT loops need.

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     Identity, Lsq, LsqConfig, LsqPlus, LsqPlusConfig, Pact, PactConfig, Quantizer, Role, Uniform, UniformConfig,
 };
-use crate::{Granularity, ParamStore, Result, validate_bits};
+use crate::{Granularity, ParamStore, Result, Signedness, validate_bits};
 
 /// Which quantizer to build, with its settings. Internally tagged for JSON/TOML:
 /// `{"type": "lsq", "bits": 2, "signedness": "signed"}`.
@@ -53,6 +53,20 @@ impl QuantizerConfig {
             Self::LsqPlus(x) => x.bits = bits,
             Self::Pact(x) => x.bits = bits,
             Self::Uniform(x) => x.bits = bits,
+        }
+        c
+    }
+
+    /// The same quantizer with codes of the given signedness (LSQ, LSQ+, uniform). Use it for
+    /// inputs that can be negative (after a linear projection rather than a ReLU). Identity and
+    /// PACT (which clips at 0 by definition) are returned unchanged.
+    pub fn with_signedness(&self, signedness: Signedness) -> Self {
+        let mut c = self.clone();
+        match &mut c {
+            Self::Lsq(x) => x.signedness = signedness,
+            Self::LsqPlus(x) => x.signedness = signedness,
+            Self::Uniform(x) => x.signedness = signedness,
+            Self::Identity | Self::Pact(_) => {}
         }
         c
     }

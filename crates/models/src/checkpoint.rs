@@ -1,0 +1,117 @@
+//! Checkpoints: save a model's `VarMap` atomically, load one (full or partial) back.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::Tensor;
+use candle_nn::VarMap;
+
+use crate::{Error, Result};
+
+/// What a load did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    /// Names copied from the file, sorted.
+    pub loaded: Vec<String>,
+    /// Model variables the file lacks (e.g. quantizer parameters when loading a full-precision
+    /// checkpoint into a quantized twin: calibrate them after loading), sorted.
+    pub missing: Vec<String>,
+    /// File tensors the model does not have, sorted.
+    pub unexpected: Vec<String>,
+}
+
+/// Saves every variable of `varmap` to a safetensors file, atomically (temp file + rename).
+pub fn save(varmap: &VarMap, path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    let tensors: HashMap<String, Tensor> = {
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|_| Error::InvalidConfig("VarMap lock poisoned".into()))?;
+        data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| Error::Checkpoint {
+        path: path.into(),
+        reason: "no file name".into(),
+    })?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let io = |e: std::io::Error| Error::Checkpoint {
+        path: path.into(),
+        reason: e.to_string(),
+    };
+    let result = candle_core::safetensors::save(&tensors, &tmp)
+        .map_err(Error::from)
+        .and_then(|_| std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io))
+        .and_then(|_| std::fs::rename(&tmp, path).map_err(io));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Copies the tensors of `path` into the variables of `varmap` with the same names.
+/// A shape mismatch is an error (nothing is changed then); names only on one side are reported.
+/// Loading a full-precision checkpoint into a quantized twin is this call: the twin's quantizer
+/// variables come back as `missing`.
+pub fn load(varmap: &VarMap, path: impl AsRef<Path>) -> Result<LoadReport> {
+    let path = path.as_ref();
+    let device = {
+        let data = varmap
+            .data()
+            .lock()
+            .map_err(|_| Error::InvalidConfig("VarMap lock poisoned".into()))?;
+        data.values()
+            .next()
+            .map(|v| v.device().clone())
+            .unwrap_or(candle_core::Device::Cpu)
+    };
+    let file = candle_core::safetensors::load(path, &device).map_err(|e| Error::Checkpoint {
+        path: path.into(),
+        reason: e.to_string(),
+    })?;
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| Error::InvalidConfig("VarMap lock poisoned".into()))?;
+    let mut report = LoadReport::default();
+    for (name, t) in &file {
+        match data.get(name) {
+            Some(v) if v.dims() != t.dims() => {
+                return Err(Error::CheckpointShape {
+                    path: path.into(),
+                    name: name.clone(),
+                    file: t.dims().to_vec(),
+                    model: v.dims().to_vec(),
+                });
+            }
+            Some(_) => report.loaded.push(name.clone()),
+            None => report.unexpected.push(name.clone()),
+        }
+    }
+    for name in &report.loaded {
+        data[name].set(&file[name].to_dtype(data[name].dtype())?)?;
+    }
+    report.missing = data.keys().filter(|k| !file.contains_key(*k)).cloned().collect();
+    report.loaded.sort();
+    report.missing.sort();
+    report.unexpected.sort();
+    Ok(report)
+}
+
+/// Number of trainable parameters (BatchNorm running statistics and observer state excluded).
+pub fn count_parameters(varmap: &VarMap) -> usize {
+    varmap
+        .data()
+        .lock()
+        .map(|d| {
+            d.iter()
+                .filter(|(n, _)| !quarc_quant_core::is_buffer(n))
+                .map(|(_, v)| v.elem_count())
+                .sum()
+        })
+        .unwrap_or(0)
+}

@@ -1,0 +1,101 @@
+//! # quarc-models
+//!
+//! Full-precision models and their quantized twins for quarc's QAT experiments, with seeded
+//! initialisation (candle's CPU RNG cannot be seeded), named feature taps for scorers and
+//! correction losses, block-wise forwards for the ResNets, and checkpoints.
+//!
+//! - [`SmallCnn`] (Fashion-MNIST), [`ResNet::resnet20`] and [`ResNet::resnet18`] (CIFAR),
+//!   [`MobileNetV2`] with a width multiplier.
+//! - Build with `qat = None` for full precision, `Some(QatConfig)` for the quantized twin: the
+//!   same parameter names, so [`checkpoint::load`] moves FP weights into the twin.
+//! - [`Model::forward_mode`] runs in train, eval or calibrate mode; every model also implements
+//!   quant-core's `FeatureModule` and candle's `ModuleT`.
+//!
+//! ```
+//! use candle_core::{Device, Tensor};
+//! use candle_nn::VarMap;
+//! use quarc_models::{Model, SmallCnn, checkpoint};
+//! use quarc_quant_core::{FeatureModule, QatConfig};
+//!
+//! let dev = Device::Cpu;
+//! let (fp_vars, q_vars) = (VarMap::new(), VarMap::new());
+//! let fp = SmallCnn::new(&fp_vars, None, 10, /* seed */ 0, &dev)?;
+//! let q = SmallCnn::new(&q_vars, Some(QatConfig::lsq(2, 2)?), 10, 1, &dev)?;
+//! let path = std::env::temp_dir().join(format!("quarc-models-doc-{}.safetensors", std::process::id()));
+//! checkpoint::save(&fp_vars, &path)?;
+//! let report = checkpoint::load(&q_vars, &path)?;          // FP weights into the W2A2 twin
+//! assert!(report.missing.iter().all(|n| n.contains(".wq.") || n.contains(".aq.")));
+//! let x = Tensor::zeros((2, 1, 28, 28), candle_core::DType::F32, &dev)?;
+//! q.calibrate(&x)?;                                       // quantizers from data, after loading
+//! let out = q.forward_features(&x, false)?;
+//! assert_eq!(out.logits.dims(), &[2, 10]);
+//! assert_eq!(out.features.names().collect::<Vec<_>>(), ["conv1", "conv2", "conv3", "pool"]);
+//! # std::fs::remove_file(&path).ok();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod builder;
+pub mod checkpoint;
+mod error;
+mod init;
+mod mobilenet_v2;
+mod resnet;
+mod small_cnn;
+
+pub use builder::{ConvBn, Mode};
+pub use error::{Error, Result};
+pub use init::{InitScheme, Initializer};
+pub use mobilenet_v2::MobileNetV2;
+pub use resnet::{ResNet, ResNetSpec, ShortcutKind};
+pub use small_cnn::SmallCnn;
+
+use candle_core::Tensor;
+use quarc_quant_core::ModelOutput;
+
+/// What every model in this crate provides.
+pub trait Model: Send + Sync {
+    /// Forward pass in the given mode, with the model's named features.
+    fn forward_mode(&self, x: &Tensor, mode: Mode) -> Result<ModelOutput>;
+
+    /// Initialises every quantizer from its own input on batch `x` (see [`Mode::Calibrate`]:
+    /// BatchNorm uses the batch's statistics and takes one running-statistics step). Call it
+    /// after loading weights and before the first scoring pass.
+    fn calibrate(&self, x: &Tensor) -> Result<()> {
+        self.forward_mode(x, Mode::Calibrate).map(|_| ())
+    }
+}
+
+pub(crate) fn check_classes(n: usize) -> Result<()> {
+    if n < 2 {
+        return Err(Error::InvalidConfig(format!(
+            "a classifier needs at least 2 classes, got {n}"
+        )));
+    }
+    Ok(())
+}
+
+/// Implements quant-core's `FeatureModule` and candle's `ModuleT` through [`Model::forward_mode`].
+#[macro_export]
+#[doc(hidden)]
+macro_rules! impl_feature_module {
+    ($t:ty) => {
+        impl quarc_quant_core::FeatureModule for $t {
+            fn forward_features(
+                &self,
+                xs: &candle_core::Tensor,
+                train: bool,
+            ) -> candle_core::Result<quarc_quant_core::ModelOutput> {
+                Ok($crate::Model::forward_mode(
+                    self,
+                    xs,
+                    $crate::Mode::from_train(train),
+                )?)
+            }
+        }
+        impl candle_core::ModuleT for $t {
+            fn forward_t(&self, xs: &candle_core::Tensor, train: bool) -> candle_core::Result<candle_core::Tensor> {
+                Ok($crate::Model::forward_mode(self, xs, $crate::Mode::from_train(train))?.logits)
+            }
+        }
+    };
+}

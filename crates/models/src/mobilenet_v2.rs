@@ -1,0 +1,167 @@
+//! MobileNetV2 for CIFAR (Sandler et al. 2018; CIFAR strides as in the ACS code).
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use quarc_quant_core::{FeatureMap, LayerPosition, ModelOutput, QLinear, QatConfig};
+
+use crate::builder::{Builder, ConvBn, Mode, linear_forward};
+use crate::init::InitScheme;
+use crate::{Error, Model, Result};
+
+/// (expansion t, output channels c, repeats n, first stride s); the second stage and the stem
+/// use stride 1 for 32×32 inputs.
+const CONFIG: [(usize, usize, usize, usize); 7] = [
+    (1, 16, 1, 1),
+    (6, 24, 2, 1),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+];
+
+fn make_divisible(v: f64, divisor: usize) -> usize {
+    let d = divisor as f64;
+    let new = ((v + d / 2.0) / d).floor().max(1.0) * d;
+    (if new < 0.9 * v { new + d } else { new }) as usize
+}
+
+#[derive(Debug)]
+struct InvertedResidual {
+    expand: Option<ConvBn>,
+    depthwise: ConvBn,
+    project: ConvBn,
+    residual: bool,
+}
+
+impl InvertedResidual {
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let h = match &self.expand {
+            Some(e) => relu6(&e.forward(x, mode)?)?,
+            None => x.clone(),
+        };
+        let h = relu6(&self.depthwise.forward(&h, mode)?)?;
+        let h = self.project.forward(&h, mode)?;
+        Ok(if self.residual { (h + x)? } else { h })
+    }
+}
+
+fn relu6(x: &Tensor) -> Result<Tensor> {
+    Ok(x.clamp(0f32, 6f32)?)
+}
+
+/// MobileNetV2 with a width multiplier (ACS/QuaRC use 0.5 on CIFAR-100). Every conv of the
+/// inverted-residual blocks is quantized, depthwise included; the stem follows the first-layer
+/// policy, the final 1×1 conv and the classifier the last-layer policy (the ACS code keeps all
+/// three in full precision). Inputs that follow a linear projection get signed activation codes.
+/// Features: `stem`, `block{i}`, `head`, `pool`.
+#[derive(Debug)]
+pub struct MobileNetV2 {
+    stem: ConvBn,
+    blocks: Vec<InvertedResidual>,
+    head: ConvBn,
+    fc: QLinear,
+}
+
+impl MobileNetV2 {
+    /// Builds the model; `width` in (0, 4].
+    pub fn new(
+        varmap: &VarMap,
+        qat: Option<QatConfig>,
+        width: f64,
+        num_classes: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
+        crate::check_classes(num_classes)?;
+        if !(width > 0.0 && width <= 4.0) {
+            return Err(Error::InvalidConfig(format!(
+                "width multiplier must be in (0, 4], got {width}"
+            )));
+        }
+        let mut b = Builder::new(varmap, qat, seed, InitScheme::PyTorchDefault, DType::F32, device);
+        let mut inp = make_divisible(32.0 * width, 8);
+        let last = make_divisible(1280.0 * width.max(1.0), 8);
+        let stem = ConvBn::new(&mut b, "stem", 3, inp, 3, 1, 1, LayerPosition::First, true)?;
+        let mut blocks = Vec::new();
+        for (t, c, n, s) in CONFIG {
+            let out = make_divisible(c as f64 * width, 8);
+            for k in 0..n {
+                let stride = if k == 0 { s } else { 1 };
+                let hidden = inp * t;
+                let name = format!("block{}", blocks.len());
+                // The block input follows a linear projection (or the stem's ReLU6 for block 0).
+                let signed_in = !blocks.is_empty();
+                let expand = if t != 1 {
+                    Some(ConvBn::new(
+                        &mut b,
+                        &format!("{name}.expand"),
+                        inp,
+                        hidden,
+                        1,
+                        1,
+                        1,
+                        LayerPosition::Middle,
+                        signed_in,
+                    )?)
+                } else {
+                    None
+                };
+                let depthwise = ConvBn::new(
+                    &mut b,
+                    &format!("{name}.depthwise"),
+                    hidden,
+                    hidden,
+                    3,
+                    stride,
+                    hidden,
+                    LayerPosition::Middle,
+                    t == 1 && signed_in,
+                )?;
+                let project = ConvBn::new(
+                    &mut b,
+                    &format!("{name}.project"),
+                    hidden,
+                    out,
+                    1,
+                    1,
+                    1,
+                    LayerPosition::Middle,
+                    false,
+                )?;
+                blocks.push(InvertedResidual {
+                    expand,
+                    depthwise,
+                    project,
+                    residual: stride == 1 && inp == out,
+                });
+                inp = out;
+            }
+        }
+        let head = ConvBn::new(&mut b, "head", inp, last, 1, 1, 1, LayerPosition::Last, true)?;
+        let fc = b.linear("fc", last, num_classes, LayerPosition::Last, false)?;
+        Ok(Self { stem, blocks, head, fc })
+    }
+}
+
+impl Model for MobileNetV2 {
+    fn forward_mode(&self, x: &Tensor, mode: Mode) -> Result<ModelOutput> {
+        let mut f = FeatureMap::new();
+        let mut h = relu6(&self.stem.forward(x, mode)?)?;
+        f.insert("stem", h.clone());
+        for (i, block) in self.blocks.iter().enumerate() {
+            h = block.forward(&h, mode)?;
+            f.insert(format!("block{i}"), h.clone());
+        }
+        let h = relu6(&self.head.forward(&h, mode)?)?;
+        f.insert("head", h.clone());
+        let pooled = h.mean((2, 3))?;
+        f.insert("pool", pooled.clone());
+        Ok(ModelOutput {
+            logits: linear_forward(&self.fc, &pooled, mode)?,
+            features: f,
+        })
+    }
+}
+
+crate::impl_feature_module!(MobileNetV2);
