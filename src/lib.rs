@@ -11,6 +11,8 @@
 //!   loaders, the bundled Fashion-MNIST subset, seeded augmentation and a prefetching loader.
 //! - [`models`] (`quarc-models`): SmallCnn, CIFAR ResNet-20/18 and MobileNetV2, full precision
 //!   and quantized twins, seeded init, feature taps, checkpoints.
+//! - [`train`] (`quarc-train`): the reference QAT loop (optimisers, schedules, the ACS/QuaRC
+//!   procedure, logs, plots, resumable checkpoints).
 //! - [`correction`] (`quarc-correction`): distillation, feature-alignment losses and Cascaded
 //!   Layer Correction.
 //!
@@ -21,11 +23,14 @@
 //! # Ok::<(), quarc::quant_core::Error>(())
 //! ```
 
+pub mod runtime;
+
 pub use quarc_coreset as coreset;
 pub use quarc_correction as correction;
 pub use quarc_data as data;
 pub use quarc_models as models;
 pub use quarc_quant_core as quant_core;
+pub use quarc_train as train;
 
 /// The names most QAT loops need.
 pub mod prelude {

@@ -157,6 +157,21 @@ impl ConvBn {
     }
 }
 
+impl ConvBn {
+    /// The integer export of this layer with its BatchNorm folded into the output affine;
+    /// `None` when the conv is kept in full precision.
+    pub fn export(&self, name: &str) -> Result<Option<quarc_quant_core::export::LayerExport>> {
+        if self.conv.weight_quantizer().qparams()?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(quarc_quant_core::export::export_conv2d(
+            name,
+            &self.conv,
+            Some(&self.bn),
+        )?))
+    }
+}
+
 /// How a forward pass runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {

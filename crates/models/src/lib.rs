@@ -63,6 +63,28 @@ pub trait Model: Send + Sync {
     fn calibrate(&self, x: &Tensor) -> Result<()> {
         self.forward_mode(x, Mode::Calibrate).map(|_| ())
     }
+
+    /// The quantized layers as integers (codes, scales, BatchNorm as an output affine), in
+    /// model order; full-precision layers are left out (they are in the checkpoint).
+    fn export(&self) -> Result<quarc_quant_core::export::IntegerExport>;
+}
+
+/// Exports the quantized ones of `layers` and the classifier.
+pub(crate) fn export_layers<'a>(
+    layers: impl IntoIterator<Item = (String, &'a ConvBn)>,
+    fc: &quarc_quant_core::QLinear,
+) -> Result<quarc_quant_core::export::IntegerExport> {
+    let mut out = Vec::new();
+    for (name, l) in layers {
+        out.extend(l.export(&name)?);
+    }
+    if fc.weight_quantizer().qparams()?.is_some() {
+        out.push(quarc_quant_core::export::export_linear("fc", fc)?);
+    }
+    Ok(quarc_quant_core::export::IntegerExport {
+        layers: out,
+        config: None,
+    })
 }
 
 pub(crate) fn check_classes(n: usize) -> Result<()> {

@@ -162,6 +162,19 @@ impl Model for MobileNetV2 {
             features: f,
         })
     }
+
+    fn export(&self) -> Result<quarc_quant_core::export::IntegerExport> {
+        let mut layers = vec![("stem".to_string(), &self.stem)];
+        for (i, b) in self.blocks.iter().enumerate() {
+            if let Some(e) = &b.expand {
+                layers.push((format!("block{i}.expand"), e));
+            }
+            layers.push((format!("block{i}.depthwise"), &b.depthwise));
+            layers.push((format!("block{i}.project"), &b.project));
+        }
+        layers.push(("head".to_string(), &self.head));
+        crate::export_layers(layers, &self.fc)
+    }
 }
 
 crate::impl_feature_module!(MobileNetV2);

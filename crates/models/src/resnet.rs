@@ -235,6 +235,18 @@ impl Model for ResNet {
             features: f,
         })
     }
+
+    fn export(&self) -> Result<quarc_quant_core::export::IntegerExport> {
+        let mut layers = vec![("stem".to_string(), &self.stem)];
+        for (name, b) in &self.blocks {
+            layers.push((format!("{name}.conv1"), &b.conv1));
+            layers.push((format!("{name}.conv2"), &b.conv2));
+            if let Shortcut::Projection(p) = &b.shortcut {
+                layers.push((format!("{name}.shortcut"), p));
+            }
+        }
+        crate::export_layers(layers, &self.fc)
+    }
 }
 
 impl BlockwiseModule for ResNet {

@@ -56,6 +56,11 @@ impl Model for SmallCnn {
             features: f,
         })
     }
+
+    fn export(&self) -> Result<quarc_quant_core::export::IntegerExport> {
+        let layers = [("conv1", &self.conv1), ("conv2", &self.conv2), ("conv3", &self.conv3)];
+        crate::export_layers(layers.into_iter().map(|(n, l)| (n.to_string(), l)), &self.fc)
+    }
 }
 
 crate::impl_feature_module!(SmallCnn);

@@ -1,0 +1,300 @@
+//! The run configuration: serde data (JSON), validated before any work starts.
+
+use std::path::PathBuf;
+
+use quarc_coreset::BetaSchedule;
+use quarc_correction::{CascadeMode, SoftmaxAxis};
+use quarc_quant_core::QatConfig;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, GroupPolicy, LrPlan, LrSchedule, OptimizerConfig, Result};
+
+/// Which architecture.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ModelKind {
+    /// `SmallCnn` (1×28×28).
+    SmallCnn,
+    /// CIFAR ResNet-20.
+    ResNet20,
+    /// CIFAR ResNet-18.
+    ResNet18,
+    /// MobileNetV2 with a width multiplier.
+    MobileNetV2 {
+        /// Width multiplier.
+        width: f64,
+    },
+}
+
+/// How the coreset is chosen (or `Full` for full-data QAT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Class-balanced random subset, fixed for the run.
+    Random,
+    /// EL2N of the full-precision reference, one-shot.
+    El2n,
+    /// Entropy of the reference, one-shot.
+    Entropy,
+    /// Forgetting events observed during QAT, re-selected every R epochs.
+    Forgetting,
+    /// Error vector score of the quantized model, every R epochs.
+    Evs,
+    /// Disagreement score, every R epochs.
+    Ds,
+    /// ACS: annealed EVS → DS, every R epochs.
+    Acs,
+    /// QuaRC's relative entropy score alone, every R epochs.
+    Res,
+    /// QuaRC's score: ACS + λ·RES, every R epochs.
+    Quarc,
+    /// No coreset: all training data every epoch.
+    Full,
+}
+
+impl Method {
+    /// Every method, in table order.
+    pub const ALL: [Method; 10] = [
+        Method::Random,
+        Method::El2n,
+        Method::Entropy,
+        Method::Forgetting,
+        Method::Evs,
+        Method::Ds,
+        Method::Acs,
+        Method::Res,
+        Method::Quarc,
+        Method::Full,
+    ];
+
+    /// The method's name as written in configs and on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Random => "random",
+            Method::El2n => "el2n",
+            Method::Entropy => "entropy",
+            Method::Forgetting => "forgetting",
+            Method::Evs => "evs",
+            Method::Ds => "ds",
+            Method::Acs => "acs",
+            Method::Res => "res",
+            Method::Quarc => "quarc",
+            Method::Full => "full",
+        }
+    }
+
+    /// Parses [`Method::name`].
+    pub fn parse(s: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
+            Error::InvalidConfig(format!(
+                "unknown method `{s}`; one of {:?}",
+                Self::ALL.map(|m| m.name())
+            ))
+        })
+    }
+
+    /// Whether the method re-selects every R epochs.
+    pub fn adaptive(&self) -> bool {
+        matches!(
+            self,
+            Method::Forgetting | Method::Evs | Method::Ds | Method::Acs | Method::Res | Method::Quarc
+        )
+    }
+}
+
+/// The divergence of the layer-correction cascade.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClcLoss {
+    /// KL of softmax-normalised features (QuaRC, methods.md §5.4).
+    FeatureKl {
+        /// Normalisation axis.
+        axis: SoftmaxAxis,
+    },
+    /// Mean squared error.
+    Mse,
+}
+
+/// Cascaded Layer Correction settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClcConfig {
+    /// Feature names to align (the same on both models).
+    pub layers: Vec<String>,
+    /// Global weight β.
+    pub beta: f64,
+    /// Divergence.
+    pub loss: ClcLoss,
+    /// Cascade mode (natural forward or progressive; reference inputs needs block-wise models).
+    pub mode: CascadeMode,
+}
+
+/// The training objective: `kd_weight·KD(T) + ce_weight·CE + CLC`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObjectiveConfig {
+    /// Weight of distillation from the full-precision reference.
+    pub kd_weight: f64,
+    /// Weight of hard-label cross-entropy.
+    pub ce_weight: f64,
+    /// KD temperature.
+    pub temperature: f64,
+    /// Layer correction, if any.
+    pub clc: Option<ClcConfig>,
+}
+
+impl Default for ObjectiveConfig {
+    fn default() -> Self {
+        Self {
+            kd_weight: 1.0,
+            ce_weight: 1.0,
+            temperature: 1.0,
+            clc: None,
+        }
+    }
+}
+
+/// How the full-precision reference is obtained.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReferenceConfig {
+    /// Where the FP checkpoint lives: loaded if present, trained and written there otherwise.
+    /// `None`: `<run dir>/reference.safetensors`.
+    pub checkpoint: Option<PathBuf>,
+    /// Epochs of FP training on the full data when no checkpoint exists.
+    pub epochs: usize,
+    /// FP learning rate (SGD momentum 0.9, cosine).
+    pub lr: f64,
+}
+
+impl Default for ReferenceConfig {
+    fn default() -> Self {
+        Self {
+            checkpoint: None,
+            epochs: 10,
+            lr: 0.05,
+        }
+    }
+}
+
+/// A whole run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Architecture.
+    pub model: ModelKind,
+    /// Number of classes.
+    pub num_classes: usize,
+    /// Quantization of the twin.
+    pub qat: QatConfig,
+    /// Coreset method.
+    pub method: Method,
+    /// Coreset fraction in (0, 1].
+    pub fraction: f64,
+    /// Re-selection period R for adaptive methods.
+    pub select_every: usize,
+    /// β(t) for ACS and QuaRC.
+    pub beta_schedule: BetaSchedule,
+    /// λ of QuaRC's RES term.
+    pub quarc_lambda: f64,
+    /// Class-balanced selection.
+    pub class_balanced: bool,
+    /// QAT epochs (each one pass over the current coreset).
+    pub epochs: usize,
+    /// Training batch size.
+    pub batch_size: usize,
+    /// Scoring and evaluation batch size.
+    pub eval_batch_size: usize,
+    /// Optimiser.
+    pub optimizer: OptimizerConfig,
+    /// Learning-rate plan.
+    pub lr: LrPlan,
+    /// Parameter groups.
+    pub groups: GroupPolicy,
+    /// Loss.
+    pub objective: ObjectiveConfig,
+    /// Pad-crop 4 + flip augmentation (CIFAR); none for Fashion-MNIST.
+    pub augment: bool,
+    /// Full-precision reference.
+    pub reference: ReferenceConfig,
+    /// Seed of every random choice.
+    pub seed: u64,
+    /// Stop after this many QAT epochs in this call (resume later): for tests and time limits.
+    pub stop_after: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            model: ModelKind::SmallCnn,
+            num_classes: 10,
+            qat: QatConfig::lsq(2, 2).unwrap_or_default(),
+            method: Method::Acs,
+            fraction: 0.1,
+            select_every: 5,
+            beta_schedule: BetaSchedule::PaperCosine,
+            quarc_lambda: 1.0,
+            class_balanced: true,
+            epochs: 20,
+            batch_size: 128,
+            eval_batch_size: 500,
+            optimizer: OptimizerConfig::default(),
+            lr: LrPlan {
+                base: 0.01,
+                schedule: LrSchedule::Cosine { eta_min: 0.0 },
+                warmup_epochs: 0,
+            },
+            groups: GroupPolicy::default(),
+            objective: ObjectiveConfig::default(),
+            augment: false,
+            reference: ReferenceConfig::default(),
+            seed: 0,
+            stop_after: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Checks every setting; called before any work starts.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::InvalidConfig(m));
+        if !(self.fraction > 0.0 && self.fraction <= 1.0) {
+            return bad(format!("fraction must be in (0, 1], got {}", self.fraction));
+        }
+        if self.epochs == 0 || self.batch_size == 0 || self.eval_batch_size == 0 {
+            return bad("epochs and batch sizes must be ≥ 1".into());
+        }
+        if self.select_every == 0 {
+            return bad("select_every (R) must be ≥ 1".into());
+        }
+        if self.num_classes < 2 {
+            return bad(format!("num_classes must be ≥ 2, got {}", self.num_classes));
+        }
+        let o = &self.objective;
+        if !(o.kd_weight >= 0.0 && o.ce_weight >= 0.0 && o.kd_weight + o.ce_weight > 0.0) {
+            return bad(format!(
+                "loss weights must be ≥ 0 and not both 0 (kd {}, ce {})",
+                o.kd_weight, o.ce_weight
+            ));
+        }
+        if !(o.temperature.is_finite() && o.temperature > 0.0) {
+            return bad(format!("KD temperature must be > 0, got {}", o.temperature));
+        }
+        if let Some(c) = &o.clc {
+            if c.layers.is_empty() || !c.beta.is_finite() {
+                return bad("CLC needs at least one layer and a finite β".into());
+            }
+            if c.mode == CascadeMode::ReferenceInputs {
+                return bad("the trainer runs CLC in natural-forward or progressive mode".into());
+            }
+        }
+        if self.reference.epochs == 0 || !(self.reference.lr.is_finite() && self.reference.lr > 0.0) {
+            return bad("reference training needs epochs ≥ 1 and lr > 0".into());
+        }
+        if let ModelKind::MobileNetV2 { width } = self.model {
+            if !(width > 0.0 && width <= 4.0) {
+                return bad(format!("MobileNetV2 width must be in (0, 4], got {width}"));
+            }
+        }
+        self.lr.validate()?;
+        self.qat.validate()?;
+        Ok(())
+    }
+}

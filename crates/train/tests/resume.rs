@@ -1,0 +1,116 @@
+//! A run stopped mid-way and resumed gives bit-identical weights and coreset (CPU), on a tiny
+//! slice of the bundled Fashion-MNIST subset. Also checks the run directory's files.
+
+use std::sync::Arc;
+
+use candle_core::Device;
+use quarc_data::{Dataset, Normalize, Split, fashion_mnist};
+use quarc_train::*;
+
+fn experiment(dir: &std::path::Path, stop_after: Option<usize>) -> Experiment {
+    let train = fashion_mnist::bundled_subset(Split::Train).unwrap();
+    let test = fashion_mnist::bundled_subset(Split::Test).unwrap();
+    // 300 training images (30 per class), 200 test images.
+    let pick = |ds: &quarc_data::InMemoryDataset, per: usize| {
+        let labels = ds.labels();
+        let mut counts = [0usize; 10];
+        let idx: Vec<usize> = (0..ds.len())
+            .filter(|&i| {
+                let c = &mut counts[labels[i] as usize];
+                *c += 1;
+                *c <= per
+            })
+            .collect();
+        ds.take(&idx).unwrap()
+    };
+    let config = TrainConfig {
+        method: Method::Quarc,
+        fraction: 0.2,
+        select_every: 2,
+        epochs: 4,
+        batch_size: 32,
+        eval_batch_size: 100,
+        reference: ReferenceConfig {
+            checkpoint: None,
+            epochs: 1,
+            lr: 0.05,
+        },
+        objective: ObjectiveConfig {
+            clc: Some(ClcConfig {
+                layers: vec!["conv2".into(), "conv3".into()],
+                beta: 1.0,
+                loss: ClcLoss::Mse,
+                mode: Default::default(),
+            }),
+            ..Default::default()
+        },
+        stop_after,
+        seed: 3,
+        ..TrainConfig::default()
+    };
+    Experiment {
+        config,
+        train: Arc::new(pick(&train, 30)),
+        test: Arc::new(pick(&test, 20)),
+        normalize: Some(Normalize::fashion_mnist()),
+        run_dir: dir.to_path_buf(),
+        device: Device::Cpu,
+        verbose: false,
+    }
+}
+
+fn tensors(path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
+    let mut v: Vec<_> = candle_core::safetensors::load(path, &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn stopped_and_resumed_run_is_bit_identical() {
+    let root = std::env::temp_dir().join(format!("quarc-resume-{}", std::process::id()));
+    let (a, b) = (root.join("straight"), root.join("resumed"));
+    let full = experiment(&a, None).run().unwrap();
+    assert!(full.finished && full.epochs_done == 4);
+    let first = experiment(&b, Some(1)).run().unwrap();
+    assert!(!first.finished && first.epochs_done == 1);
+    let second = experiment(&b, Some(2)).run().unwrap();
+    assert_eq!(second.epochs_done, 3);
+    let last = experiment(&b, None).run().unwrap();
+    assert!(last.finished);
+    assert_eq!(
+        tensors(&a.join("model.safetensors")),
+        tensors(&b.join("model.safetensors"))
+    );
+    for e in [0, 2] {
+        let sel = |d: &std::path::Path| std::fs::read_to_string(d.join(format!("selections/epoch_{e}.json"))).unwrap();
+        assert_eq!(sel(&a), sel(&b));
+    }
+    assert_eq!(full.final_accuracy, last.final_accuracy);
+    // The run directory holds the log (4 lines), the plot, the integer export and the summary.
+    let log = std::fs::read_to_string(b.join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 4);
+    assert!(log.contains("\"clc\":[[\"conv2\""));
+    assert!(
+        std::fs::read_to_string(b.join("accuracy.svg"))
+            .unwrap()
+            .contains("<svg")
+    );
+    let export = quarc_quant_core::export::IntegerExport::load(b.join("model.int.safetensors")).unwrap();
+    assert_eq!(
+        export.layers.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(),
+        ["conv2", "conv3"]
+    );
+    // 20 % of 30 per class = 6 per class.
+    let sel: Vec<usize> =
+        serde_json::from_str(&std::fs::read_to_string(b.join("selections/epoch_0.json")).unwrap()).unwrap();
+    assert_eq!(sel.len(), 60);
+    // A different configuration in the same directory is refused.
+    let mut other = experiment(&b, None);
+    other.config.fraction = 0.5;
+    assert!(matches!(other.run(), Err(Error::Run { .. })));
+    std::fs::remove_dir_all(&root).unwrap();
+}
