@@ -141,6 +141,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     run_dir,
                     device: candle_core::Device::Cpu,
                     verbose: true,
+                    noise: None,
                 }
                 .run()?;
                 append_jsonl(

@@ -79,6 +79,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             normalize: Some(Normalize::fashion_mnist()),
             device: candle_core::Device::Cpu,
             verbose: true,
+            noise: None,
         };
         rows.push((label, exp.run()?));
     }

@@ -79,6 +79,7 @@
 //! ```
 
 mod coreset;
+mod diagnostics;
 mod error;
 mod input;
 mod schedule;
@@ -88,6 +89,7 @@ mod state;
 mod table;
 
 pub use coreset::{Coreset, SelectionRecord};
+pub use diagnostics::NoiseDiagnostics;
 pub use error::{Error, Result};
 pub use input::{Needs, ScoreInput};
 pub use schedule::SelectionSchedule;

@@ -34,6 +34,7 @@ mod error;
 pub mod fashion_mnist;
 mod idx;
 mod loader;
+mod noise;
 mod subset;
 
 pub use augment::{Augment, Normalize};
@@ -42,4 +43,5 @@ pub use dataset::{Dataset, ImageShape, InMemoryDataset};
 pub use error::{Error, Result};
 pub use idx::{from_idx_bytes, load_idx, parse_images, parse_labels, write_idx};
 pub use loader::{Batch, BatchIter, BatchLoader, LoaderConfig};
+pub use noise::{NoiseKind, NoisyLabels};
 pub use subset::Subset;

@@ -201,6 +201,7 @@ pub fn run(args: &CifarRun) -> Result<RunSummary> {
         run_dir,
         device: device(&args.device)?,
         verbose: true,
+        noise: None,
     }
     .run()
 }

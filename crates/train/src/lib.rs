@@ -24,6 +24,7 @@
 //!     run_dir: "runs/acs".into(),
 //!     device: candle_core::Device::Cpu,
 //!     verbose: true,
+//!     noise: None,
 //! };
 //! let summary = exp.run()?;
 //! println!("{:.2}%", 100.0 * summary.final_accuracy);

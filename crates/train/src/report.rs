@@ -39,6 +39,9 @@ pub struct EpochRecord {
     pub training_secs: f64,
     /// Training throughput.
     pub images_per_s: f64,
+    /// Label-noise diagnostics of the selection in force, when ground truth is known.
+    #[serde(default)]
+    pub noise: Option<quarc_coreset::NoiseDiagnostics>,
 }
 
 /// Appends one JSON line to `path` and flushes it.
@@ -76,6 +79,11 @@ pub fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
 
 /// Draws accuracy (%) per epoch for one or more named series into an SVG file.
 pub fn plot_accuracy(path: &Path, title: &str, series: &[(String, Vec<(usize, f64)>)]) -> Result<()> {
+    plot_percent(path, title, "test accuracy (%)", series)
+}
+
+/// Draws fractions in [0, 1] (shown in %) per epoch for named series into an SVG file.
+pub fn plot_percent(path: &Path, title: &str, y_label: &str, series: &[(String, Vec<(usize, f64)>)]) -> Result<()> {
     let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
         let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
         root.fill(&WHITE)?;
@@ -100,11 +108,7 @@ pub fn plot_accuracy(path: &Path, title: &str, series: &[(String, Vec<(usize, f6
             .x_label_area_size(36)
             .y_label_area_size(48)
             .build_cartesian_2d(0..max_epoch, lo..hi)?;
-        chart
-            .configure_mesh()
-            .x_desc("epoch")
-            .y_desc("test accuracy (%)")
-            .draw()?;
+        chart.configure_mesh().x_desc("epoch").y_desc(y_label).draw()?;
         for (k, (name, s)) in series.iter().enumerate() {
             let color = Palette99::pick(k).to_rgba();
             chart

@@ -37,6 +37,9 @@ pub struct Experiment {
     pub device: Device,
     /// Print a line per epoch (and show progress bars on a terminal).
     pub verbose: bool,
+    /// Which training labels are known to be corrupted (diagnostics only; see
+    /// `quarc_data::NoisyLabels`). The training never reads it.
+    pub noise: Option<Vec<bool>>,
 }
 
 /// The outcome of [`Experiment::run`].
@@ -281,6 +284,9 @@ impl Experiment {
         )?;
         checkpoint::load(&q_vars, self.reference_path())?;
         let mut coreset: Option<Coreset> = build_coreset(c, self.train.labels())?;
+        if let (Some(cs), Some(noisy)) = (coreset.as_mut(), &self.noise) {
+            cs.set_ground_truth(noisy.clone())?;
+        }
         let mut opt = Optimizer::new(c.optimizer, c.groups.groups(&q_vars))?;
         let (train_eval, test_eval, train_loader) = (
             self.loader(&self.train, false)?,
@@ -446,6 +452,9 @@ impl Experiment {
                 selection_secs,
                 training_secs,
                 images_per_s: n as f64 / training_secs.max(1e-9),
+                noise: coreset
+                    .as_ref()
+                    .and_then(|cs| cs.history().last().and_then(|h| h.noise)),
             };
             self.say(format!(
                 "[{} f={} seed={}] epoch {}/{}: loss {:.4}, test {:.2}%, coreset {n}{}, lr {lr:.5}, train {:.1} s, scoring {:.1} s",

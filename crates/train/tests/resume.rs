@@ -56,6 +56,8 @@ fn experiment(dir: &std::path::Path, stop_after: Option<usize>) -> Experiment {
         run_dir: dir.to_path_buf(),
         device: Device::Cpu,
         verbose: false,
+        // Diagnostics only: pretend every 7th training sample is mislabelled.
+        noise: Some((0..300).map(|i| i % 7 == 0).collect()),
     }
 }
 
