@@ -32,6 +32,9 @@ pub enum ModelKind {
 pub enum Method {
     /// Class-balanced random subset, fixed for the run.
     Random,
+    /// A fresh class-balanced random subset at every selection epoch (the "resample every R"
+    /// control of methods.md §8.1: data diversity without scoring).
+    RandomResample,
     /// EL2N of the full-precision reference, one-shot.
     El2n,
     /// Entropy of the reference, one-shot.
@@ -71,6 +74,7 @@ impl Method {
     pub fn name(&self) -> &'static str {
         match self {
             Method::Random => "random",
+            Method::RandomResample => "random_resample",
             Method::El2n => "el2n",
             Method::Entropy => "entropy",
             Method::Forgetting => "forgetting",
@@ -100,6 +104,22 @@ impl Method {
             Method::Forgetting | Method::Evs | Method::Ds | Method::Acs | Method::Res | Method::Quarc
         )
     }
+}
+
+/// How the coreset is taken from the scores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SelectorKind {
+    /// The highest scores.
+    #[default]
+    TopK,
+    /// CCS: prune the hardest `prune_fraction`, spread the budget over `bins` score strata.
+    Stratified {
+        /// Score strata.
+        bins: usize,
+        /// Hardest share dropped first, in [0, 1).
+        prune_fraction: f64,
+    },
 }
 
 /// The divergence of the layer-correction cascade.
@@ -196,6 +216,8 @@ pub struct TrainConfig {
     pub quarc_lambda: f64,
     /// Class-balanced selection.
     pub class_balanced: bool,
+    /// Top-k (keep the highest scores) or coverage-centric stratified selection (CCS).
+    pub selector: SelectorKind,
     /// QAT epochs (each one pass over the current coreset).
     pub epochs: usize,
     /// Training batch size.
@@ -232,6 +254,7 @@ impl Default for TrainConfig {
             beta_schedule: BetaSchedule::PaperCosine,
             quarc_lambda: 1.0,
             class_balanced: true,
+            selector: SelectorKind::TopK,
             epochs: 20,
             batch_size: 128,
             eval_batch_size: 500,

@@ -40,7 +40,7 @@ pub mod report;
 mod schedule;
 mod trainer;
 
-pub use config::{ClcConfig, ClcLoss, Method, ModelKind, ObjectiveConfig, ReferenceConfig, TrainConfig};
+pub use config::{ClcConfig, ClcLoss, Method, ModelKind, ObjectiveConfig, ReferenceConfig, SelectorKind, TrainConfig};
 pub use error::{Error, Result};
 pub use method::build_coreset;
 pub use optim::{GroupPolicy, Optimizer, OptimizerConfig, ParamGroup};

@@ -1,11 +1,11 @@
 //! Builds the scorer, selector and schedule of a [`Method`].
 
 use quarc_coreset::{
-    Annealed, Budget, ClassBalanced, Coreset, Disagreement, El2n, Entropy, ErrorVector, Forgetting, Normalization,
-    RandomScore, RelativeEntropy, Scorer, SelectionSchedule, Selector, TopK, WeightedSum,
+    Annealed, Budget, ClassBalanced, Coreset, Direction, Disagreement, El2n, Entropy, ErrorVector, Forgetting,
+    Normalization, RandomScore, RelativeEntropy, Scorer, SelectionSchedule, Selector, Stratified, TopK, WeightedSum,
 };
 
-use crate::{Method, Result, TrainConfig};
+use crate::{Method, Result, SelectorKind, TrainConfig};
 
 /// The coreset of a run, or `None` for [`Method::Full`].
 pub fn build_coreset(config: &TrainConfig, labels: Vec<u32>) -> Result<Option<Coreset>> {
@@ -13,6 +13,10 @@ pub fn build_coreset(config: &TrainConfig, labels: Vec<u32>) -> Result<Option<Co
     let scorer: Box<dyn Scorer> = match config.method {
         Method::Full => return Ok(None),
         Method::Random => Box::new(RandomScore::new(config.seed)),
+        Method::RandomResample => Box::new(RandomScore {
+            seed: config.seed,
+            resample_each_selection: true,
+        }),
         Method::El2n => Box::new(El2n::default()),
         Method::Entropy => Box::new(Entropy::default()),
         // No history at epoch 0: a tiny random term breaks the ties randomly instead of by index.
@@ -38,10 +42,16 @@ pub fn build_coreset(config: &TrainConfig, labels: Vec<u32>) -> Result<Option<Co
             Normalization::None,
         )?),
     };
+    let inner: Box<dyn Selector> = match config.selector {
+        SelectorKind::TopK => Box::new(TopK::highest()),
+        SelectorKind::Stratified { bins, prune_fraction } => {
+            Box::new(Stratified::new(Direction::KeepHighest, bins, prune_fraction)?)
+        }
+    };
     let selector: Box<dyn Selector> = if config.class_balanced {
-        Box::new(ClassBalanced::new(TopK::highest()))
+        Box::new(ClassBalanced::boxed(inner))
     } else {
-        Box::new(TopK::highest())
+        inner
     };
     let schedule = if config.method.adaptive() {
         SelectionSchedule::every(config.select_every)?

@@ -13,7 +13,7 @@ use quarc_coreset::{Coreset, ScoreInput};
 use quarc_correction::{AlignmentLoss, Cascade, Distillation, FeatureKl, KdForm, KlDirection, LayerPair, Mse};
 use quarc_data::{Augment, BatchLoader, Dataset, LoaderConfig, Normalize};
 use quarc_models::{MobileNetV2, Mode, Model, ResNet, SmallCnn, checkpoint};
-use quarc_quant_core::{Progress, QatConfig};
+use quarc_quant_core::{ModelOutput, Progress, QatConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::report::{EpochRecord, append_jsonl, plot_accuracy, read_jsonl};
@@ -67,6 +67,38 @@ pub struct RunSummary {
     pub epochs_done: usize,
     /// Whether all epochs ran (false after `stop_after`).
     pub finished: bool,
+}
+
+/// Logits of the frozen reference by dataset index, filled on the first scoring pass.
+struct LogitCache {
+    classes: usize,
+    rows: Vec<Option<Vec<f32>>>,
+}
+
+impl LogitCache {
+    fn new(n: usize, classes: usize) -> Self {
+        Self {
+            classes,
+            rows: vec![None; n],
+        }
+    }
+
+    /// The `(B, K)` logits of `indices`: from the cache when every row is there, else computed
+    /// by `compute` (for the whole batch) and stored.
+    fn get(&mut self, indices: &[usize], device: &Device, compute: impl FnOnce() -> Result<Tensor>) -> Result<Tensor> {
+        if indices.iter().all(|&i| self.rows[i].is_some()) {
+            let flat: Vec<f32> = indices
+                .iter()
+                .flat_map(|&i| self.rows[i].iter().flatten().copied())
+                .collect();
+            return Ok(Tensor::from_vec(flat, (indices.len(), self.classes), device)?);
+        }
+        let logits = compute()?.detach();
+        for (&i, row) in indices.iter().zip(logits.to_dtype(DType::F32)?.to_vec2::<f32>()?) {
+            self.rows[i] = Some(row);
+        }
+        Ok(logits)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -323,6 +355,7 @@ impl Experiment {
         let mut records: Vec<EpochRecord> = read_jsonl(&log_path)?;
         records.retain(|r| r.epoch < start);
 
+        let mut reference_logits = LogitCache::new(self.train.len(), c.num_classes);
         let kd = Distillation::new(c.objective.temperature, KdForm::Kl)?;
         let cascade = self.cascade()?;
         let need_reference_forward = c.objective.kd_weight > 0.0 || cascade.is_some();
@@ -347,10 +380,18 @@ impl Experiment {
                     for batch in train_eval.epoch(0, None)? {
                         let b = batch?;
                         let s = student.forward_mode(&b.images, Mode::Eval)?.detach();
-                        let r = if needs.reference {
+                        let r = if !needs.reference {
+                            None
+                        } else if needs.features {
                             Some(reference.forward_mode(&b.images, Mode::Eval)?.detach())
                         } else {
-                            None
+                            // The reference is frozen and scoring preprocessing is deterministic, so
+                            // its logits are the same every pass: compute them once, then reuse.
+                            Some(ModelOutput::logits_only(reference_logits.get(
+                                &b.indices,
+                                &self.device,
+                                || Ok(reference.forward_mode(&b.images, Mode::Eval)?.logits),
+                            )?))
                         };
                         cs.feed(&ScoreInput {
                             indices: &b.indices,
