@@ -47,11 +47,4 @@ pub enum Error {
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-impl From<Error> for candle_core::Error {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::Candle(c) => c,
-            other => candle_core::Error::wrap(other),
-        }
-    }
-}
+quarc_quant_core::bridge_to_candle_error!(Error);

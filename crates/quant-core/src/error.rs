@@ -91,14 +91,24 @@ pub enum Error {
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-impl From<Error> for candle_core::Error {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::Candle(c) => c,
-            other => candle_core::Error::wrap(other),
+/// Implements `From<$error> for candle_core::Error` for an error enum with a `Candle` variant:
+/// the candle error comes back unwrapped, any other is wrapped, so `?` works inside a user's
+/// `candle_core::Result` function. Every quarc crate's `Error` uses it.
+#[macro_export]
+macro_rules! bridge_to_candle_error {
+    ($error:ident) => {
+        impl From<$error> for candle_core::Error {
+            fn from(e: $error) -> Self {
+                match e {
+                    $error::Candle(c) => c,
+                    other => candle_core::Error::wrap(other),
+                }
+            }
         }
-    }
+    };
 }
+
+bridge_to_candle_error!(Error);
 
 impl Error {
     pub(crate) fn config(msg: impl Into<String>) -> Self {
