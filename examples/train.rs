@@ -60,7 +60,8 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let mut config: TrainConfig = match &a.config {
-        Some(p) => serde_json::from_str(&std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?).map_err(|e| format!("{}: {e}", p.display()))?,
+        Some(p) => serde_json::from_str(&std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?)
+            .map_err(|e| format!("{}: {e}", p.display()))?,
         None => TrainConfig::default(),
     };
     if let Some(m) = &a.method {
@@ -77,19 +78,40 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
     }
     config.validate()?;
     let (train, test, normalize): (Arc<dyn Dataset>, Arc<dyn Dataset>, Normalize) = match a.data.as_str() {
-        "fmnist-subset" => (Arc::new(fashion_mnist::bundled_subset(Split::Train)?), Arc::new(fashion_mnist::bundled_subset(Split::Test)?), Normalize::fashion_mnist()),
+        "fmnist-subset" => (
+            Arc::new(fashion_mnist::bundled_subset(Split::Train)?),
+            Arc::new(fashion_mnist::bundled_subset(Split::Test)?),
+            Normalize::fashion_mnist(),
+        ),
         "fmnist" => (
             Arc::new(fashion_mnist::load(a.data_dir.as_deref(), Split::Train)?),
             Arc::new(fashion_mnist::load(a.data_dir.as_deref(), Split::Test)?),
             Normalize::fashion_mnist(),
         ),
         "cifar10" => {
-            let dir = a.data_dir.clone().ok_or("--data cifar10 needs --data-dir (the CIFAR-10 binary version)")?;
-            (Arc::new(load_cifar10(&dir, Split::Train)?), Arc::new(load_cifar10(&dir, Split::Test)?), Normalize::cifar10())
+            let dir = a
+                .data_dir
+                .clone()
+                .ok_or("--data cifar10 needs --data-dir (the CIFAR-10 binary version)")?;
+            (
+                Arc::new(load_cifar10(&dir, Split::Train)?),
+                Arc::new(load_cifar10(&dir, Split::Test)?),
+                Normalize::cifar10(),
+            )
         }
         other => return Err(format!("unknown data `{other}` (fmnist-subset, fmnist, cifar10)").into()),
     };
-    let s = Experiment { config, train, test, normalize: Some(normalize), run_dir: a.out.clone(), device: candle_core::Device::Cpu, verbose: true, noise: None }.run()?;
+    let s = Experiment {
+        config,
+        train,
+        test,
+        normalize: Some(normalize),
+        run_dir: a.out.clone(),
+        device: candle_core::Device::Cpu,
+        verbose: true,
+        noise: None,
+    }
+    .run()?;
     println!("{}", serde_json::to_string_pretty(&s)?);
     Ok(())
 }

@@ -328,7 +328,11 @@ impl LayerExport {
             None => x.clone(),
         };
         let w = self.weight.dequantize(device)?;
-        let out_c = self.weight.shape[0];
+        let out_c = *self
+            .weight
+            .shape
+            .first()
+            .ok_or_else(|| Error::config(format!("layer `{}` has an empty weight shape", self.name)))?;
         let tensor = |v: &Vec<f32>| Tensor::new(v.as_slice(), device);
         // Without a multiplier, the same candle-nn modules as the quantized layers: bit-exact.
         let bias = match (&self.bias, &self.output_multiplier) {

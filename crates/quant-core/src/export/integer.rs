@@ -84,6 +84,17 @@ impl IntegerTensor {
     /// The dequantized tensor, `scale · code + offset`, as f32 on `device`.
     pub fn dequantize(&self, device: &Device) -> Result<Tensor> {
         let (channels, inner) = channel_layout(&self.shape, self.granularity)?;
+        let numel: usize = self.shape.iter().product();
+        if self.codes.len() != numel
+            || self.scale.len() != channels
+            || self.offset.as_ref().is_some_and(|o| o.len() != channels)
+        {
+            return Err(Error::ShapeMismatch {
+                context: "integer tensor: codes per element, scale and offset per channel".into(),
+                expected: vec![numel, channels],
+                got: vec![self.codes.len(), self.scale.len()],
+            });
+        }
         let values: Vec<f32> = self
             .codes
             .iter()
