@@ -1,0 +1,225 @@
+//! The label-noise robustness table (docs/results-robustness.md): the FMNIST-W2A2 protocol of
+//! `fmnist_table` with noisy training labels — symmetric 0 / 20 / 40 % and pair 20 % (class c →
+//! c + 1) — at a 10 % coreset; the FP reference is trained on the noisy labels too, test labels
+//! are clean. Reports clean test accuracy and the noisy share of the final coreset.
+//!
+//! ```text
+//! cargo run --release --example robustness_table -- [--seeds 0,1,2] [--noise sym0,sym20,sym40,pair20] [--methods ...]
+//! ```
+//! Resumable like `fmnist_table` (one JSON line per finished run in `<out>/results.jsonl`).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Parser;
+use quarc::correction::SoftmaxAxis;
+use quarc::data::{Dataset, NoiseKind, NoisyLabels, Normalize, Split, fashion_mnist};
+use quarc::train::report::{EpochRecord, append_jsonl, read_jsonl};
+use quarc::train::{
+    ClcConfig, ClcLoss, Experiment, Method, ObjectiveConfig, ReferenceConfig, SelectorKind, TrainConfig,
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Parser, Debug)]
+struct Args {
+    /// Folder with the Fashion-MNIST IDX files (default: $QUARC_FASHION_MNIST, then Debian's location).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Seeds.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    seeds: Vec<u64>,
+    /// Noise settings: symN (symmetric N %) or pairN (pair noise N %).
+    #[arg(long, value_delimiter = ',', default_value = "sym0,sym20,sym40,pair20")]
+    noise: Vec<String>,
+    /// Methods; `X+ccs` selects with coverage-centric stratification over X's score, `quarc+clc` adds CLC.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "random,el2n,evs,ds,acs,res,quarc,quarc+clc,ds+ccs,full"
+    )]
+    methods: Vec<String>,
+    /// Coreset fraction.
+    #[arg(long, default_value_t = 0.1)]
+    fraction: f64,
+    /// QAT epochs.
+    #[arg(long, default_value_t = 20)]
+    epochs: usize,
+    /// FP reference epochs.
+    #[arg(long, default_value_t = 5)]
+    fp_epochs: usize,
+    /// Use the Fashion-MNIST subset shipped in the repository (smoke runs).
+    #[arg(long)]
+    subset: bool,
+    /// Output folder.
+    #[arg(long, default_value = "runs/robustness_table")]
+    out: PathBuf,
+    /// Where to write the Markdown table.
+    #[arg(long, default_value = "docs")]
+    docs: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Row {
+    noise: String,
+    method: String,
+    seed: u64,
+    final_accuracy: f64,
+    noisy_share_final_coreset: Option<f64>,
+    dataset_noise_rate: f64,
+    wall_secs: f64,
+}
+
+fn noise_kind(spec: &str) -> Result<(NoiseKind, f64), String> {
+    let (kind, pct) = if let Some(p) = spec.strip_prefix("sym") {
+        (NoiseKind::Symmetric, p)
+    } else if let Some(p) = spec.strip_prefix("pair") {
+        (
+            NoiseKind::Pair {
+                map: NoisyLabels::next_class_map(10),
+            },
+            p,
+        )
+    } else {
+        return Err(format!("noise `{spec}`: use symN or pairN"));
+    };
+    let pct: f64 = pct.parse().map_err(|_| format!("noise `{spec}`: bad percentage"))?;
+    Ok((kind, pct / 100.0))
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    quarc::runtime::apply_malloc_tunables();
+    let a = Args::parse();
+    std::fs::create_dir_all(&a.out)?;
+    let load = |split| {
+        if a.subset {
+            fashion_mnist::bundled_subset(split)
+        } else {
+            fashion_mnist::load(a.data_dir.as_deref(), split)
+        }
+    };
+    let clean_train: Arc<dyn Dataset> = Arc::new(load(Split::Train)?);
+    let test: Arc<dyn Dataset> = Arc::new(load(Split::Test)?);
+    let results = a.out.join("results.jsonl");
+    for &seed in &a.seeds {
+        for spec in &a.noise {
+            let (kind, rate) = noise_kind(spec)?;
+            let noisy = NoisyLabels::new(clean_train.clone(), kind, rate, 1000 + seed)?;
+            let flags = noisy.corrupted().to_vec();
+            let train: Arc<dyn Dataset> = Arc::new(noisy);
+            for m in &a.methods {
+                let done: Vec<Row> = read_jsonl(&results)?;
+                if done
+                    .iter()
+                    .any(|r| r.noise == *spec && r.method == *m && r.seed == seed)
+                {
+                    continue;
+                }
+                let base = m.trim_end_matches("+ccs").trim_end_matches("+clc");
+                let method = Method::parse(base)?;
+                let config = TrainConfig {
+                    method,
+                    fraction: if method == Method::Full { 1.0 } else { a.fraction },
+                    epochs: a.epochs,
+                    select_every: 5,
+                    batch_size: 128,
+                    eval_batch_size: 1000,
+                    selector: if m.ends_with("+ccs") {
+                        SelectorKind::Stratified {
+                            bins: 50,
+                            prune_fraction: 0.1,
+                        }
+                    } else {
+                        SelectorKind::TopK
+                    },
+                    objective: ObjectiveConfig {
+                        clc: m.ends_with("+clc").then(|| ClcConfig {
+                            layers: vec!["conv2".into(), "conv3".into()],
+                            beta: 1.0,
+                            loss: ClcLoss::FeatureKl {
+                                axis: SoftmaxAxis::ChannelAfterGap,
+                            },
+                            mode: Default::default(),
+                        }),
+                        ..Default::default()
+                    },
+                    reference: ReferenceConfig {
+                        checkpoint: Some(a.out.join(format!("reference-{spec}-seed{seed}.safetensors"))),
+                        epochs: a.fp_epochs,
+                        lr: 0.05,
+                    },
+                    seed,
+                    ..TrainConfig::default()
+                };
+                let run_dir = a.out.join(format!("{spec}-{m}-seed{seed}"));
+                let t0 = Instant::now();
+                let s = Experiment {
+                    config,
+                    train: train.clone(),
+                    test: test.clone(),
+                    normalize: Some(Normalize::fashion_mnist()),
+                    run_dir: run_dir.clone(),
+                    device: candle_core::Device::Cpu,
+                    verbose: true,
+                    noise: Some(flags.clone()),
+                }
+                .run()?;
+                let log: Vec<EpochRecord> = read_jsonl(&run_dir.join("log.jsonl"))?;
+                append_jsonl(
+                    &results,
+                    &Row {
+                        noise: spec.clone(),
+                        method: m.clone(),
+                        seed,
+                        final_accuracy: s.final_accuracy,
+                        noisy_share_final_coreset: log.last().and_then(|r| r.noise.map(|n| n.selected_noisy_share)),
+                        dataset_noise_rate: rate,
+                        wall_secs: t0.elapsed().as_secs_f64(),
+                    },
+                )?;
+                write_table(&a, &read_jsonl(&results)?)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_table(a: &Args, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>> {
+    let mut groups: BTreeMap<(String, String), Vec<&Row>> = BTreeMap::new();
+    for r in rows {
+        groups.entry((r.noise.clone(), r.method.clone())).or_default().push(r);
+    }
+    let mut md = String::from("# Label-noise robustness (FMNIST-W2A2, 10 % coreset)\n\n");
+    md += &format!(
+        "Command: `cargo run --release --example robustness_table -- --seeds {} --noise {} --methods {}`. Clean test labels; the FP \
+         reference is trained on the noisy labels. `noisy share` is the share of mislabelled samples in the final coreset \
+         (against the data set's rate).\n\n| noise | method | seeds | test accuracy (%) | noisy share of coreset (%) | wall s |\n|---|---|---|---|---|---|\n",
+        a.seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
+        a.noise.join(","),
+        a.methods.join(",")
+    );
+    for ((noise, method), rs) in &groups {
+        let acc: Vec<f64> = rs.iter().map(|r| 100.0 * r.final_accuracy).collect();
+        let mean = acc.iter().sum::<f64>() / acc.len() as f64;
+        let std = if acc.len() > 1 {
+            (acc.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (acc.len() - 1) as f64).sqrt()
+        } else {
+            0.0
+        };
+        let share: Vec<f64> = rs.iter().filter_map(|r| r.noisy_share_final_coreset).collect();
+        let share = if share.is_empty() {
+            "—".to_string()
+        } else {
+            format!("{:.1}", 100.0 * share.iter().sum::<f64>() / share.len() as f64)
+        };
+        let wall = rs.iter().map(|r| r.wall_secs).sum::<f64>() / rs.len() as f64;
+        md += &format!(
+            "| {noise} | {method} | {} | {mean:.2} ± {std:.2} | {share} | {wall:.0} |\n",
+            rs.len()
+        );
+    }
+    std::fs::create_dir_all(&a.docs)?;
+    quarc::quant_core::atomic_write(&a.docs.join("results-robustness.md"), md.as_bytes())?;
+    Ok(())
+}
