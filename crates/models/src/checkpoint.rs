@@ -22,7 +22,6 @@ pub struct LoadReport {
 
 /// Saves every variable of `varmap` to a safetensors file, atomically (temp file + rename).
 pub fn save(varmap: &VarMap, path: impl AsRef<Path>) -> Result<()> {
-    let path = path.as_ref();
     let tensors: HashMap<String, Tensor> = {
         let data = varmap
             .data()
@@ -30,6 +29,12 @@ pub fn save(varmap: &VarMap, path: impl AsRef<Path>) -> Result<()> {
             .map_err(|_| Error::InvalidConfig("VarMap lock poisoned".into()))?;
         data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
     };
+    save_tensors(&tensors, path)
+}
+
+/// Saves named tensors to a safetensors file, atomically (temp file, fsync, rename).
+pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -43,7 +48,7 @@ pub fn save(varmap: &VarMap, path: impl AsRef<Path>) -> Result<()> {
         path: path.into(),
         reason: e.to_string(),
     };
-    let result = candle_core::safetensors::save(&tensors, &tmp)
+    let result = candle_core::safetensors::save(tensors, &tmp)
         .map_err(Error::from)
         .and_then(|_| std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io))
         .and_then(|_| std::fs::rename(&tmp, path).map_err(io));

@@ -1,7 +1,7 @@
 //! The reference QAT loop: the ACS/QuaRC procedure composed from quarc's crates exactly as a
 //! user's own loop would compose them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -120,13 +120,6 @@ fn build(
         ModelKind::ResNet18 => Box::new(ResNet::resnet18(varmap, qat, classes, seed, device)?),
         ModelKind::MobileNetV2 { width } => Box::new(MobileNetV2::new(varmap, qat, width, classes, seed, device)?),
     })
-}
-
-/// Writes named tensors to a safetensors file atomically.
-fn save_tensors(map: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    candle_core::safetensors::save(map, &tmp)?;
-    std::fs::rename(&tmp, path).map_err(Error::io(path))
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
@@ -523,9 +516,9 @@ impl Experiment {
             )?;
             // Checkpoint: weights, optimiser, coreset, then the state file that points at them.
             checkpoint::save(&q_vars, self.run_dir.join(format!("checkpoint-{epoch}.safetensors")))?;
-            save_tensors(
+            checkpoint::save_tensors(
                 &opt.state()?.into_iter().collect(),
-                &self.run_dir.join(format!("optimizer-{epoch}.safetensors")),
+                self.run_dir.join(format!("optimizer-{epoch}.safetensors")),
             )?;
             if let Some(cs) = &coreset {
                 cs.save_state(self.run_dir.join(format!("coreset-{epoch}.safetensors")))?;

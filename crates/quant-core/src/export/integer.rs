@@ -22,7 +22,8 @@ pub struct IntegerTensor {
     pub offset: Option<Vec<f32>>,
 }
 
-fn f32_vec(t: &Tensor) -> Result<Vec<f32>> {
+/// A tensor's values as a flat f32 vector.
+pub(crate) fn f32_vec(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
 }
 

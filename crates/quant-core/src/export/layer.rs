@@ -1,16 +1,11 @@
 //! Exporting trained quantized layers.
 
-use candle_core::DType;
 use candle_nn::BatchNorm;
 
 use super::bn_fold::batch_norm_affine;
 use super::file::{ActivationGrid, LayerExport, LayerKind};
-use super::integer::IntegerTensor;
+use super::integer::{IntegerTensor, f32_vec};
 use crate::{Error, QConv2d, QLinear, Quantizer, Result};
-
-fn vec_f32(t: &candle_core::Tensor) -> Result<Vec<f32>> {
-    Ok(t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?)
-}
 
 fn weight_codes(name: &str, q: &dyn Quantizer, w: &candle_core::Tensor) -> Result<IntegerTensor> {
     let qp = q.qparams()?.ok_or_else(|| {
@@ -27,8 +22,8 @@ fn input_grid(q: Option<&dyn Quantizer>) -> Result<Option<ActivationGrid>> {
     Ok(Some(ActivationGrid {
         range: qp.range,
         granularity: qp.granularity,
-        scale: vec_f32(&qp.scale)?,
-        offset: qp.offset.as_ref().map(vec_f32).transpose()?,
+        scale: f32_vec(&qp.scale)?,
+        offset: qp.offset.as_ref().map(f32_vec).transpose()?,
     }))
 }
 
@@ -48,9 +43,9 @@ pub fn export_conv2d(name: &str, layer: &QConv2d, bn: Option<&BatchNorm>) -> Res
                 });
             }
             let (k, b) = batch_norm_affine(conv.bias(), bn)?;
-            (Some(vec_f32(&b)?), Some(vec_f32(&k)?))
+            (Some(f32_vec(&b)?), Some(f32_vec(&k)?))
         }
-        None => (conv.bias().map(vec_f32).transpose()?, None),
+        None => (conv.bias().map(f32_vec).transpose()?, None),
     };
     let c = conv.config();
     Ok(LayerExport {
@@ -75,7 +70,7 @@ pub fn export_linear(name: &str, layer: &QLinear) -> Result<LayerExport> {
         name: name.to_string(),
         kind: LayerKind::Linear,
         weight: weight_codes(name, layer.weight_quantizer(), lin.weight())?,
-        bias: lin.bias().map(vec_f32).transpose()?,
+        bias: lin.bias().map(f32_vec).transpose()?,
         output_multiplier: None,
         input: input_grid(layer.activation_quantizer())?,
     })
