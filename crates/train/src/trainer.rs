@@ -346,7 +346,18 @@ impl Experiment {
             student.calibrate(&first.images)?;
         }
         let mut records: Vec<EpochRecord> = read_jsonl(&log_path)?;
+        let logged = records.len();
         records.retain(|r| r.epoch < start);
+        if records.len() != logged {
+            // A run killed after logging an epoch but before its checkpoint: that epoch runs
+            // again, so its old line goes.
+            let mut text = String::new();
+            for r in &records {
+                text += &serde_json::to_string(r).map_err(|e| Error::InvalidConfig(e.to_string()))?;
+                text.push('\n');
+            }
+            quarc_quant_core::atomic_write(&log_path, text.as_bytes())?;
+        }
 
         let mut reference_logits = LogitCache::new(self.train.len(), c.num_classes);
         let kd = Distillation::new(c.objective.temperature, KdForm::Kl)?;
