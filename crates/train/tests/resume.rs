@@ -81,8 +81,17 @@ fn stopped_and_resumed_run_is_bit_identical() {
     assert!(!first.finished && first.epochs_done == 1);
     // As if killed after logging epoch 1 but before its checkpoint: the stale line must go.
     let log_path = b.join("log.jsonl");
-    let first_line = std::fs::read_to_string(&log_path).unwrap().lines().next().unwrap().replace("\"epoch\":0", "\"epoch\":1");
-    std::fs::write(&log_path, format!("{}{first_line}\n", std::fs::read_to_string(&log_path).unwrap())).unwrap();
+    let first_line = std::fs::read_to_string(&log_path)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .replace("\"epoch\":0", "\"epoch\":1");
+    std::fs::write(
+        &log_path,
+        format!("{}{first_line}\n", std::fs::read_to_string(&log_path).unwrap()),
+    )
+    .unwrap();
     let second = experiment(&b, Some(2)).run().unwrap();
     assert_eq!(second.epochs_done, 3);
     let last = experiment(&b, None).run().unwrap();
