@@ -1,5 +1,5 @@
 //! Forward+backward throughput (images/s) of every model at batch 64 on CPU, full precision and
-//! quantized (LSQ W4A4, W2A2), plus the load time of the full Fashion-MNIST.
+//! quantized (LSQ W4A4, W2A2), with quarc's CPU conv engine and candle's side by side, plus the load time of the full Fashion-MNIST.
 //!
 //! `GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=68719476736 \
 //!  cargo run --release --example bench_models [-- OUT.jsonl [REPS]]`
@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
+use quarc::kernels::{CpuConvEngine, set_cpu_engine};
 use quarc::models::{MobileNetV2, Mode, Model, ResNet, SmallCnn};
 use quarc::quant_core::{QatConfig, SplitMix64};
 
@@ -86,53 +87,60 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("w2a2", Some(QatConfig::lsq(2, 2)?)),
     ];
     println!(
-        "{:<18} {:<6} {:>12} {:>14} {:>12}",
-        "model", "quant", "params", "fwd+bwd ms", "images/s"
+        "{:<18} {:<6} {:<7} {:>12} {:>14} {:>12}",
+        "model", "quant", "conv", "params", "fwd+bwd ms", "images/s"
     );
+    let engines = [("quarc", CpuConvEngine::Quarc), ("candle", CpuConvEngine::Candle)];
     for (name, build, shape, classes) in models {
         for (qname, qat) in &configs {
-            let key = format!("\"model\":\"{name}\",\"quant\":\"{qname}\"");
-            if done.contains(&key) {
-                continue;
+            for (ename, engine) in engines {
+                set_cpu_engine(engine);
+                let key = format!("\"model\":\"{name}\",\"quant\":\"{qname}\",\"conv\":\"{ename}\"");
+                if done.contains(&key) {
+                    continue;
+                }
+                let v = VarMap::new();
+                let m = build(&v, qat.clone())?;
+                let params = quarc::models::checkpoint::count_parameters(&v);
+                let mut r = SplitMix64::new(1);
+                let n: usize = shape.iter().product();
+                let x = Tensor::from_vec(
+                    (0..n).map(|_| r.next_f64() as f32).collect::<Vec<_>>(),
+                    &shape,
+                    &Device::Cpu,
+                )?;
+                let y = Tensor::from_vec(
+                    (0..shape[0] as u32).map(|i| i % classes as u32).collect::<Vec<_>>(),
+                    shape[0],
+                    &Device::Cpu,
+                )?;
+                m.calibrate(&x)?;
+                let step = || -> Result<f64, Box<dyn std::error::Error>> {
+                    let t0 = Instant::now();
+                    let logits = m.forward_mode(&x, Mode::Train)?.logits;
+                    let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
+                    let grads = loss.backward()?;
+                    drop(grads);
+                    Ok(t0.elapsed().as_secs_f64())
+                };
+                step()?; // warm-up
+                let mut times: Vec<f64> = (0..reps).map(|_| step()).collect::<Result<_, _>>()?;
+                times.sort_by(|a, b| a.total_cmp(b));
+                let median = times[times.len() / 2];
+                let ips = shape[0] as f64 / median;
+                println!(
+                    "{name:<18} {qname:<6} {ename:<7} {params:>12} {:>14.1} {ips:>12.1}",
+                    median * 1e3
+                );
+                writeln!(
+                    log,
+                    "{{\"bench\":\"fwd_bwd\",{key},\"batch\":{},\"params\":{params},\"median_ms\":{:.2},\"images_per_s\":{ips:.2},\"reps\":{reps},\"dtype\":\"{:?}\",\"cpu\":\"{cpu}\"}}",
+                    shape[0],
+                    median * 1e3,
+                    DType::F32
+                )?;
+                log.flush()?;
             }
-            let v = VarMap::new();
-            let m = build(&v, qat.clone())?;
-            let params = quarc::models::checkpoint::count_parameters(&v);
-            let mut r = SplitMix64::new(1);
-            let n: usize = shape.iter().product();
-            let x = Tensor::from_vec(
-                (0..n).map(|_| r.next_f64() as f32).collect::<Vec<_>>(),
-                &shape,
-                &Device::Cpu,
-            )?;
-            let y = Tensor::from_vec(
-                (0..shape[0] as u32).map(|i| i % classes as u32).collect::<Vec<_>>(),
-                shape[0],
-                &Device::Cpu,
-            )?;
-            m.calibrate(&x)?;
-            let step = || -> Result<f64, Box<dyn std::error::Error>> {
-                let t0 = Instant::now();
-                let logits = m.forward_mode(&x, Mode::Train)?.logits;
-                let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
-                let grads = loss.backward()?;
-                drop(grads);
-                Ok(t0.elapsed().as_secs_f64())
-            };
-            step()?; // warm-up
-            let mut times: Vec<f64> = (0..reps).map(|_| step()).collect::<Result<_, _>>()?;
-            times.sort_by(|a, b| a.total_cmp(b));
-            let median = times[times.len() / 2];
-            let ips = shape[0] as f64 / median;
-            println!("{name:<18} {qname:<6} {params:>12} {:>14.1} {ips:>12.1}", median * 1e3);
-            writeln!(
-                log,
-                "{{\"bench\":\"fwd_bwd\",{key},\"batch\":{},\"params\":{params},\"median_ms\":{:.2},\"images_per_s\":{ips:.2},\"reps\":{reps},\"dtype\":\"{:?}\",\"cpu\":\"{cpu}\"}}",
-                shape[0],
-                median * 1e3,
-                DType::F32
-            )?;
-            log.flush()?;
         }
     }
     Ok(())

@@ -28,6 +28,7 @@ pub mod runtime;
 pub use quarc_coreset as coreset;
 pub use quarc_correction as correction;
 pub use quarc_data as data;
+pub use quarc_kernels as kernels;
 pub use quarc_models as models;
 pub use quarc_quant_core as quant_core;
 pub use quarc_train as train;

@@ -79,7 +79,7 @@ pub use error::{Error, Result};
 pub use export::fold_batch_norm;
 pub use guard::{BUFFER_SUFFIXES, GradientReport, check_gradients, is_buffer};
 pub use io::atomic_write;
-pub use nn::{LayerPolicy, LayerPosition, LayerQuant, QConv2d, QLinear, QatConfig};
+pub use nn::{LayerPolicy, LayerPosition, LayerQuant, QConv2d, QLinear, QatConfig, conv2d_with_bias};
 pub use observer::{EmaMinMaxObserver, MinMaxObserver, Observer};
 pub use output::{BlockwiseModule, FeatureMap, FeatureModule, LogitsOnly, ModelOutput, Progress};
 pub use param_store::ParamStore;

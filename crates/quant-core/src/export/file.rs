@@ -346,14 +346,16 @@ impl LayerExport {
                 dilation,
                 groups,
             } => {
-                let cfg = candle_nn::Conv2dConfig {
+                let params = quarc_kernels::Conv2dParams {
                     padding,
                     stride,
                     dilation,
                     groups,
-                    cudnn_fwd_algo: None,
                 };
-                (candle_nn::Conv2d::new(w, bias, cfg).forward(&x)?, vec![1, out_c, 1, 1])
+                (
+                    crate::nn::conv2d_with_bias(&x, &w, bias.as_ref(), &params)?,
+                    vec![1, out_c, 1, 1],
+                )
             }
             LayerKind::Linear => (candle_nn::Linear::new(w, bias).forward(&x)?, vec![1, out_c]),
         };

@@ -1,6 +1,6 @@
 //! `QConv2d`: a candle-nn `Conv2d` with a weight quantizer and an optional input quantizer.
 
-use candle_core::{Module, ModuleT, Tensor};
+use candle_core::{ModuleT, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig};
 
 use super::qat_config::LayerQuant;
@@ -104,7 +104,14 @@ impl QConv2d {
             None => x.clone(),
         };
         let w = self.quantized_weight(train)?;
-        Ok(Conv2d::new(w, self.conv.bias().cloned(), *self.conv.config()).forward(&x)?)
+        let cfg = self.conv.config();
+        let params = quarc_kernels::Conv2dParams {
+            padding: cfg.padding,
+            stride: cfg.stride,
+            dilation: cfg.dilation,
+            groups: cfg.groups,
+        };
+        conv2d_with_bias(&x, &w, self.conv.bias(), &params)
     }
 
     /// The wrapped full-precision conv.
@@ -121,6 +128,21 @@ impl QConv2d {
     pub fn activation_quantizer(&self) -> Option<&dyn Quantizer> {
         self.act_q.as_deref()
     }
+}
+
+/// `conv2d(x, w) + bias` through quarc's CPU convolution engine (candle's conv on other devices
+/// and dtypes); the one conv every layer and the integer export's reference forward share.
+pub fn conv2d_with_bias(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    params: &quarc_kernels::Conv2dParams,
+) -> Result<Tensor> {
+    let y = quarc_kernels::conv2d(x, w, params)?;
+    Ok(match bias {
+        Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?,
+        None => y,
+    })
 }
 
 impl ModuleT for QConv2d {

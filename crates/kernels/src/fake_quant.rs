@@ -2,23 +2,26 @@
 //!
 //! Every quantizer in the crate is an instance of the same affine fake-quant,
 //! `y = s · clamp(round((x − o) / s), qn, qp) + o`, with per-tensor or per-channel `s` and `o`.
-//! The kernels here are plain slices in, slices out; [`super::fused`] wraps them as candle ops.
+//! The kernels here are plain slices in, slices out; `quarc-quant-core` wraps them as candle custom ops (`ste::fused`).
 
 use rayon::prelude::*;
 
-use crate::rounding::num_like::Float;
+use crate::float::Float;
 
 /// Elements per rayon task. Large enough to amortise scheduling, small enough to balance.
 const CHUNK: usize = 1 << 15;
 
 /// How elements map to channels: element `i` belongs to channel `(i / inner) % channels`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct ChannelLayout {
+pub struct ChannelLayout {
+    /// Number of channels (1 for per-tensor).
     pub channels: usize,
+    /// Elements between consecutive channel changes (the product of the trailing axes).
     pub inner: usize,
 }
 
 impl ChannelLayout {
+    /// One channel covering all `numel` elements.
     pub fn per_tensor(numel: usize) -> Self {
         Self {
             channels: 1,
@@ -29,7 +32,7 @@ impl ChannelLayout {
 
 /// What the step-size gradient includes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum StepGrad {
+pub enum StepGrad {
     /// LSQ: `round(v) − v` inside the range, `qn`/`qp` outside.
     Lsq,
     /// PACT: the rounding residual is ignored: `0` inside, `qn`/`qp` outside.
@@ -37,12 +40,18 @@ pub(crate) enum StepGrad {
 }
 
 /// Parameters of one kernel call, already read from the tensors.
-pub(crate) struct Params<'a, T> {
+pub struct Params<'a, T> {
+    /// Step size per channel (one for per-tensor).
     pub steps: &'a [T],
+    /// Offset per channel (LSQ+, asymmetric uniform), if any.
     pub offsets: Option<&'a [T]>,
+    /// Lowest integer level.
     pub qn: T,
+    /// Highest integer level.
     pub qp: T,
+    /// Floor applied to the step size (straight-through below it).
     pub eps: T,
+    /// How elements map to channels.
     pub layout: ChannelLayout,
 }
 
@@ -78,7 +87,7 @@ fn clamp<T: Float>(v: T, qn: T, qp: T) -> T {
 }
 
 /// Forward pass into `out`. Returns `true` if any input or step was NaN.
-pub(crate) fn forward<T: Float>(x: &[T], p: &Params<'_, T>, out: &mut [T]) -> bool {
+pub fn forward<T: Float>(x: &[T], p: &Params<'_, T>, out: &mut [T]) -> bool {
     debug_assert_eq!(x.len(), out.len());
     out.par_chunks_mut(CHUNK)
         .zip(x.par_chunks(CHUNK))
@@ -119,7 +128,7 @@ const LANES: usize = 8;
 /// Backward pass: writes `d x` into `gx` and returns the per-channel `d step` and `d offset`
 /// (before any gradient scaling). Sums run in f64 in a fixed order, so the result is
 /// deterministic for any thread count.
-pub(crate) fn backward<T: Float>(
+pub fn backward<T: Float>(
     x: &[T],
     grad: &[T],
     p: &Params<'_, T>,

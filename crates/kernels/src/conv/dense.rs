@@ -1,0 +1,164 @@
+//! Dense (`groups = 1`) convolution: im2col + GEMM, rayon over chunks of images.
+//!
+//! Layers with few output pixels per image fold several images into one GEMM (wider `N`);
+//! pointwise (1×1, stride 1, unpadded) convs use the input directly as the GEMM operand.
+//! Chunking depends on the shapes only (never on the thread count), and the weight gradient
+//! sums its per-slice partials in a fixed order, so results are identical for any number of
+//! threads.
+
+use rayon::prelude::*;
+
+use super::geometry::ConvGeometry;
+use super::im2col::{col2im_add, im2col};
+use crate::gemm::{MatRef, matmul};
+
+/// Minimum GEMM width (output pixels × images) a chunk aims for.
+const TARGET_COLUMNS: usize = 256;
+/// Weight-gradient partial sums (reduced in order); bounds the extra memory to this many
+/// weight-sized buffers.
+const WEIGHT_GRAD_SLICES: usize = 8;
+
+/// Images per GEMM: 1 for large outputs, more for small ones, keeping ≥ 4 chunks per batch.
+pub(crate) fn images_per_chunk(g: &ConvGeometry) -> usize {
+    let p = g.p_out().max(1);
+    if p >= TARGET_COLUMNS {
+        1
+    } else {
+        TARGET_COLUMNS.div_ceil(p).min(g.batch.div_ceil(4)).max(1)
+    }
+}
+
+/// Fills `col` (`k_dim × n·p_out`) for the `n` images in `xs`.
+fn unfold(g: &ConvGeometry, xs: &[f32], n: usize, col: &mut Vec<f32>) {
+    let (k, p, img) = (g.k_dim(), g.p_out(), g.c_in * g.p_in());
+    col.resize(k * n * p, 0.0);
+    for b in 0..n {
+        im2col(g, &xs[b * img..(b + 1) * img], col, n * p, b * p);
+    }
+}
+
+/// Copies `n` images of `c × p` (NCHW) into one `c × n·p` matrix.
+fn gather(src: &[f32], n: usize, c: usize, p: usize, dst: &mut Vec<f32>) {
+    dst.resize(c * n * p, 0.0);
+    for b in 0..n {
+        for ch in 0..c {
+            let s = &src[(b * c + ch) * p..(b * c + ch + 1) * p];
+            dst[ch * n * p + b * p..ch * n * p + (b + 1) * p].copy_from_slice(s);
+        }
+    }
+}
+
+/// The inverse of [`gather`].
+fn scatter(src: &[f32], n: usize, c: usize, p: usize, dst: &mut [f32]) {
+    for b in 0..n {
+        for ch in 0..c {
+            dst[(b * c + ch) * p..(b * c + ch + 1) * p]
+                .copy_from_slice(&src[ch * n * p + b * p..ch * n * p + (b + 1) * p]);
+        }
+    }
+}
+
+/// `out = conv(x, w)`: `x` is `batch × c_in × h × w`, `w` is `c_out × c_in × kh × kw`.
+pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32]) {
+    let (k, p) = (g.k_dim(), g.p_out());
+    let nb = images_per_chunk(g);
+    let (img_in, img_out) = (g.c_in * g.p_in(), g.c_out * p);
+    let wm = MatRef::row_major(w, g.c_out, k);
+    out.par_chunks_mut(nb * img_out)
+        .zip(x.par_chunks(nb * img_in))
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(col, tmp), (o, xs)| {
+                let n = xs.len() / img_in;
+                if n == 1 && g.is_pointwise() {
+                    matmul(o, p, wm, MatRef::row_major(xs, k, p), false);
+                    return;
+                }
+                unfold(g, xs, n, col);
+                let cm = MatRef::row_major(col, k, n * p);
+                if n == 1 {
+                    matmul(o, p, wm, cm, false);
+                } else {
+                    tmp.resize(g.c_out * n * p, 0.0);
+                    matmul(tmp, n * p, wm, cm, false);
+                    scatter(tmp, n, g.c_out, p, o);
+                }
+            },
+        );
+}
+
+/// `dx = convᵀ(dy, w)`: the gradient with respect to the input.
+pub(crate) fn grad_input(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    let (k, p) = (g.k_dim(), g.p_out());
+    let nb = images_per_chunk(g);
+    let (img_in, img_out) = (g.c_in * g.p_in(), g.c_out * p);
+    let wt = MatRef::row_major(w, g.c_out, k).t();
+    dx.par_chunks_mut(nb * img_in)
+        .zip(dy.par_chunks(nb * img_out))
+        .for_each_init(
+            || (Vec::new(), Vec::new()),
+            |(dcol, gm), (dxs, dys)| {
+                let n = dys.len() / img_out;
+                if n == 1 && g.is_pointwise() {
+                    matmul(dxs, p, wt, MatRef::row_major(dys, g.c_out, p), false);
+                    return;
+                }
+                let gmat = if n == 1 {
+                    MatRef::row_major(dys, g.c_out, p)
+                } else {
+                    gather(dys, n, g.c_out, p, gm);
+                    MatRef::row_major(gm, g.c_out, n * p)
+                };
+                dcol.resize(k * n * p, 0.0);
+                matmul(dcol, n * p, wt, gmat, false);
+                if g.is_pointwise() {
+                    scatter(dcol, n, g.c_in, p, dxs);
+                } else {
+                    dxs.fill(0.0);
+                    for b in 0..n {
+                        col2im_add(g, dcol, n * p, b * p, &mut dxs[b * img_in..(b + 1) * img_in]);
+                    }
+                }
+            },
+        );
+}
+
+/// `dw = Σ_images dy · im2col(x)ᵀ`: the gradient with respect to the weight.
+pub(crate) fn grad_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    let (k, p) = (g.k_dim(), g.p_out());
+    let nb = images_per_chunk(g);
+    let (img_in, img_out) = (g.c_in * g.p_in(), g.c_out * p);
+    let chunks = g.batch.div_ceil(nb);
+    let per_slice = chunks.div_ceil(WEIGHT_GRAD_SLICES.min(chunks).max(1));
+    let slice_images = per_slice * nb;
+    let partials: Vec<Vec<f32>> = x
+        .par_chunks(slice_images * img_in)
+        .zip(dy.par_chunks(slice_images * img_out))
+        .map(|(xs, dys)| {
+            let mut acc = vec![0.0f32; g.c_out * k];
+            let (mut col, mut gm) = (Vec::new(), Vec::new());
+            for (xc, dc) in xs.chunks(nb * img_in).zip(dys.chunks(nb * img_out)) {
+                let n = xc.len() / img_in;
+                let gmat = if n == 1 {
+                    MatRef::row_major(dc, g.c_out, p)
+                } else {
+                    gather(dc, n, g.c_out, p, &mut gm);
+                    MatRef::row_major(&gm, g.c_out, n * p)
+                };
+                if n == 1 && g.is_pointwise() {
+                    matmul(&mut acc, k, gmat, MatRef::row_major(xc, k, p).t(), true);
+                } else {
+                    unfold(g, xc, n, &mut col);
+                    matmul(&mut acc, k, gmat, MatRef::row_major(&col, k, n * p).t(), true);
+                }
+            }
+            acc
+        })
+        .collect();
+    dw.fill(0.0);
+    for part in &partials {
+        for (d, v) in dw.iter_mut().zip(part) {
+            *d += *v;
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! A training `conv2d` for CPU: forward, input gradient and weight gradient as candle custom
+//! ops, with candle's own `conv2d` as the reference and the path every other device runs.
+//!
+//! | shape | algorithm |
+//! |---|---|
+//! | dense (`groups = 1`), any kernel, stride, padding, dilation | im2col + AVX-512/AVX2 GEMM, images batched into one GEMM when the output plane is small |
+//! | 1×1, stride 1, unpadded | the input is the GEMM operand (no im2col) |
+//! | depthwise (`groups = c_in = c_out`) | direct loop per channel plane |
+//! | anything else, non-f32, CUDA, Metal | candle's `Tensor::conv2d` |
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use candle_core::{DType, Tensor};
+
+mod dense;
+mod depthwise;
+mod geometry;
+mod im2col;
+mod op;
+
+pub use geometry::{ConvGeometry, ConvKind};
+
+/// Padding, stride, dilation and groups of a convolution (same meaning as candle's
+/// `Tensor::conv2d` arguments; square kernels' settings apply to both axes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conv2dParams {
+    /// Zero padding on each side.
+    pub padding: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Dilation.
+    pub dilation: usize,
+    /// Groups (1 = dense; `c_in` = depthwise).
+    pub groups: usize,
+}
+
+impl Default for Conv2dParams {
+    fn default() -> Self {
+        Self {
+            padding: 0,
+            stride: 1,
+            dilation: 1,
+            groups: 1,
+        }
+    }
+}
+
+/// Which implementation CPU convolutions use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuConvEngine {
+    /// This crate's kernels (the default).
+    Quarc,
+    /// candle's `conv2d` / `conv_transpose2d` (the reference; `QUARC_CPU_CONV=candle`).
+    Candle,
+}
+
+const UNSET: u8 = 0;
+const QUARC: u8 = 1;
+const CANDLE: u8 = 2;
+static ENGINE: AtomicU8 = AtomicU8::new(UNSET);
+
+/// The engine CPU convolutions use: set by [`set_cpu_engine`], else by the environment variable
+/// `QUARC_CPU_CONV` (`candle` selects candle's kernels), else [`CpuConvEngine::Quarc`].
+pub fn cpu_engine() -> CpuConvEngine {
+    match ENGINE.load(Ordering::Relaxed) {
+        QUARC => CpuConvEngine::Quarc,
+        CANDLE => CpuConvEngine::Candle,
+        _ => {
+            let candle = std::env::var("QUARC_CPU_CONV").is_ok_and(|v| v.eq_ignore_ascii_case("candle"));
+            let e = if candle {
+                CpuConvEngine::Candle
+            } else {
+                CpuConvEngine::Quarc
+            };
+            set_cpu_engine(e);
+            e
+        }
+    }
+}
+
+/// Selects the engine for all later CPU convolutions in this process (benchmarks compare the two).
+pub fn set_cpu_engine(engine: CpuConvEngine) {
+    ENGINE.store(
+        if engine == CpuConvEngine::Quarc { QUARC } else { CANDLE },
+        Ordering::Relaxed,
+    );
+}
+
+/// Whether [`conv2d`] runs this crate's kernels for these arguments (CPU, f32, dense or
+/// depthwise, engine not switched to candle).
+pub fn runs_fast_path(x: &Tensor, w: &Tensor, params: &Conv2dParams) -> bool {
+    if cpu_engine() != CpuConvEngine::Quarc
+        || !x.device().is_cpu()
+        || !w.device().is_cpu()
+        || x.dtype() != DType::F32
+        || w.dtype() != DType::F32
+    {
+        return false;
+    }
+    match (x.dims4(), w.dims4()) {
+        (Ok(xd), Ok(wd)) => op::geometry(xd, wd, params).is_ok(),
+        _ => false,
+    }
+}
+
+/// 2-D convolution of `x` (`N × C_in × H × W`) with `w` (`C_out × C_in/groups × KH × KW`),
+/// differentiable in both. Runs this crate's kernels where [`runs_fast_path`] says so, and
+/// candle's `conv2d` otherwise, with identical results up to f32 summation order.
+///
+/// The backward pass skips the input gradient when `x` tracks no gradient (an image).
+pub fn conv2d(x: &Tensor, w: &Tensor, params: &Conv2dParams) -> candle_core::Result<Tensor> {
+    if runs_fast_path(x, w, params) {
+        x.contiguous()?.apply_op2(&w.contiguous()?, op::Forward(*params))
+    } else {
+        conv2d_reference(x, w, params)
+    }
+}
+
+/// candle's composed `conv2d` (the reference every fast path is tested against).
+pub fn conv2d_reference(x: &Tensor, w: &Tensor, params: &Conv2dParams) -> candle_core::Result<Tensor> {
+    x.conv2d(w, params.padding, params.stride, params.dilation, params.groups)
+}
+
+/// The input gradient alone (no autograd), for benchmarks: `dy` is the output gradient, `hw`
+/// the input's spatial size. CPU and f32 only.
+pub fn conv2d_grad_input(
+    dy: &Tensor,
+    w: &Tensor,
+    hw: (usize, usize),
+    params: &Conv2dParams,
+) -> candle_core::Result<Tensor> {
+    dy.contiguous()?.apply_op2_no_bwd(
+        &w.contiguous()?,
+        &op::GradInput {
+            params: *params,
+            h: hw.0,
+            w: hw.1,
+        },
+    )
+}
+
+/// The weight gradient alone (no autograd), for benchmarks: `kernel` is `(KH, KW)`. CPU and
+/// f32 only.
+pub fn conv2d_grad_weight(
+    x: &Tensor,
+    dy: &Tensor,
+    kernel: (usize, usize),
+    params: &Conv2dParams,
+) -> candle_core::Result<Tensor> {
+    x.contiguous()?.apply_op2_no_bwd(
+        &dy.contiguous()?,
+        &op::GradWeight {
+            params: *params,
+            kh: kernel.0,
+            kw: kernel.1,
+        },
+    )
+}

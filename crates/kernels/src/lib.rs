@@ -1,0 +1,39 @@
+//! # quarc-kernels
+//!
+//! CPU compute kernels shared by quarc's crates, as candle custom ops with candle's composed
+//! ops as the reference (and the path CUDA and Metal run).
+//!
+//! - [`conv2d`]: a training convolution — forward, input gradient and weight gradient — by
+//!   im2col + the `gemm` crate's AVX-512 kernels (feature `x86-v4`, picked at run time),
+//!   pointwise convs as a plain GEMM and depthwise convs as a direct loop. Deterministic for any
+//!   thread count.
+//! - [`fake_quant`]: the fused fake-quant forward and closed-form backward (LSQ, LSQ+, PACT,
+//!   uniform) over plain slices, which `quarc-quant-core` wraps as candle custom ops.
+//!
+//! ```
+//! use candle_core::{Device, Tensor, Var};
+//! use quarc_kernels::{Conv2dParams, conv2d, conv2d_reference};
+//! let dev = Device::Cpu;
+//! let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 9, 9), &dev)?)?;
+//! let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 3, 3, 3), &dev)?)?;
+//! let p = Conv2dParams { padding: 1, stride: 2, ..Default::default() };
+//! let fast = conv2d(&x, &w, &p)?;
+//! let reference = conv2d_reference(&x, &w, &p)?;
+//! assert_eq!(fast.dims(), &[2, 4, 5, 5]);
+//! let diff = (&fast - &reference)?.abs()?.max_all()?.to_scalar::<f32>()?;
+//! assert!(diff < 1e-4);
+//! // gradients flow to both arguments
+//! let grads = fast.sqr()?.sum_all()?.backward()?;
+//! assert!(grads.get(&x).is_some() && grads.get(&w).is_some());
+//! # Ok::<(), candle_core::Error>(())
+//! ```
+
+pub mod conv;
+pub mod fake_quant;
+pub mod float;
+pub mod gemm;
+
+pub use conv::{
+    Conv2dParams, CpuConvEngine, conv2d, conv2d_grad_input, conv2d_grad_weight, conv2d_reference, cpu_engine,
+    runs_fast_path, set_cpu_engine,
+};

@@ -1,0 +1,400 @@
+//! The fast conv2d against candle's composed conv2d: forward, input gradient and weight
+//! gradient over random shapes (proptest), odd layouts, a finite-difference check, and
+//! determinism across thread counts.
+
+use candle_core::{DType, Device, Tensor, Var};
+use proptest::prelude::*;
+use quarc_kernels::{Conv2dParams, conv2d, conv2d_reference, runs_fast_path};
+
+/// max |a − b| / max(|b|_∞, 1e-3).
+fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+    let diff = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let scale = b
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .max(1e-3);
+    diff / scale
+}
+
+/// A seeded tensor of values uniform in (−scale, scale) (the CPU device cannot be seeded).
+fn seeded(seed: u64, dims: &[usize], scale: f32) -> Tensor {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(1);
+    let n: usize = dims.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+        })
+        .collect();
+    Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+}
+
+struct Outcome {
+    y: Tensor,
+    dx: Tensor,
+    dw: Tensor,
+}
+
+fn run(x: &Tensor, w: &Tensor, upstream: &Tensor, p: &Conv2dParams, fast: bool) -> Outcome {
+    let xv = Var::from_tensor(x).unwrap();
+    let wv = Var::from_tensor(w).unwrap();
+    let y = if fast {
+        conv2d(&xv, &wv, p)
+    } else {
+        conv2d_reference(&xv, &wv, p)
+    }
+    .unwrap();
+    let grads = (&y * upstream).unwrap().sum_all().unwrap().backward().unwrap();
+    Outcome {
+        dx: grads.get(&xv).unwrap().clone(),
+        dw: grads.get(&wv).unwrap().clone(),
+        y,
+    }
+}
+
+/// A direct f64 loop: `(y, dx, dw)` for the loss `Σ y · upstream`, any groups.
+fn naive(x: &Tensor, w: &Tensor, up: &Tensor, p: &Conv2dParams) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let (n, ci, h, wd) = x.dims4().unwrap();
+    let (co, cig, kh, kw) = w.dims4().unwrap();
+    let (_, _, ho, wo) = up.dims4().unwrap();
+    let f = |t: &Tensor| {
+        t.flatten_all()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap()
+    };
+    let (xs, ws, us) = (f(x), f(w), f(up));
+    let (mut y, mut dx, mut dw) = (vec![0.0; n * co * ho * wo], vec![0.0; xs.len()], vec![0.0; ws.len()]);
+    let cog = co / p.groups;
+    for b in 0..n {
+        for o in 0..co {
+            let grp = o / cog;
+            for oy in 0..ho {
+                for ox in 0..wo {
+                    let yi = ((b * co + o) * ho + oy) * wo + ox;
+                    for c in 0..cig {
+                        let cin = grp * cig + c;
+                        for ky in 0..kh {
+                            for kx in 0..kw {
+                                let iy = (oy * p.stride + ky * p.dilation) as isize - p.padding as isize;
+                                let ix = (ox * p.stride + kx * p.dilation) as isize - p.padding as isize;
+                                if iy < 0 || ix < 0 || iy as usize >= h || ix as usize >= wd {
+                                    continue;
+                                }
+                                let xi = ((b * ci + cin) * h + iy as usize) * wd + ix as usize;
+                                let wi = ((o * cig + c) * kh + ky) * kw + kx;
+                                y[yi] += xs[xi] * ws[wi];
+                                dx[xi] += ws[wi] * us[yi];
+                                dw[wi] += xs[xi] * us[yi];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (y, dx, dw)
+}
+
+/// max |a − b| / max(|b|_∞, 1e-3) against an f64 reference.
+fn rel_err64(a: &Tensor, b: &[f64]) -> f64 {
+    let a = a
+        .flatten_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    assert_eq!(a.len(), b.len());
+    let diff = a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+    diff / b.iter().map(|v| v.abs()).fold(1e-3, f64::max)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check(batch: usize, c_in: usize, c_out: usize, h: usize, w: usize, k: usize, p: Conv2dParams, seed: u64) {
+    let x = seeded(seed, &[batch, c_in, h, w], 1.0);
+    let wt = seeded(seed + 1, &[c_out, c_in / p.groups, k, k], 0.5);
+    assert!(runs_fast_path(&x, &wt, &p), "expected the fast path for {p:?}");
+    let y = conv2d_reference(&x, &wt, &p).unwrap();
+    let upstream = seeded(seed + 2, y.dims(), 1.0);
+    let a = run(&x, &wt, &upstream, &p, true);
+    let ctx = format!("b{batch} {c_in}→{c_out} {h}×{w} k{k} {p:?}");
+    assert_eq!(a.y.dims(), y.dims(), "{ctx}");
+    assert!(
+        rel_err(&a.y, &y) < 1e-5,
+        "forward vs candle {ctx}: {}",
+        rel_err(&a.y, &y)
+    );
+    // An exact f64 reference for all three.
+    let (ny, ndx, ndw) = naive(&x, &wt, &upstream, &p);
+    assert!(rel_err64(&a.y, &ny) < 1e-5, "forward vs f64 {ctx}");
+    assert!(
+        rel_err64(&a.dx, &ndx) < 1e-5,
+        "grad input vs f64 {ctx}: {}",
+        rel_err64(&a.dx, &ndx)
+    );
+    assert!(
+        rel_err64(&a.dw, &ndw) < 1e-5,
+        "grad weight vs f64 {ctx}: {}",
+        rel_err64(&a.dw, &ndw)
+    );
+    // candle's own backward (conv_transpose2d for the input gradient) derives the output padding
+    // from the height only, so it returns a wrongly sized input gradient when height and width
+    // leave different remainders under the stride; compare with it wherever it is right.
+    let eff = p.dilation * (k - 1) + 1;
+    if p.stride == 1 || (h + 2 * p.padding - eff) % p.stride == (w + 2 * p.padding - eff) % p.stride {
+        let b = run(&x, &wt, &upstream, &p, false);
+        assert!(
+            rel_err(&a.dx, &b.dx) < 1e-5,
+            "grad input vs candle {ctx}: {}",
+            rel_err(&a.dx, &b.dx)
+        );
+        assert!(
+            rel_err(&a.dw, &b.dw) < 1e-5,
+            "grad weight vs candle {ctx}: {}",
+            rel_err(&a.dw, &b.dw)
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+    #[test]
+    fn dense_conv_agrees_with_candle(
+        batch in 1usize..=5, c_in in 1usize..=40, c_out in 1usize..=40,
+        k in prop::sample::select(vec![1usize, 3, 5, 7]), extra_h in 0usize..9, extra_w in 0usize..9,
+        stride in 1usize..=2, padding in 0usize..=2, seed in 0u64..1000,
+    ) {
+        let (h, w) = ((k + extra_h).saturating_sub(2 * padding).max(1), (k + extra_w).saturating_sub(2 * padding).max(1));
+        prop_assume!(h + 2 * padding >= k && w + 2 * padding >= k);
+        check(batch, c_in, c_out, h, w, k, Conv2dParams { padding, stride, dilation: 1, groups: 1 }, seed);
+    }
+
+    #[test]
+    fn depthwise_conv_agrees_with_candle(
+        batch in 1usize..=5, c in 1usize..=40, k in prop::sample::select(vec![1usize, 3, 5]),
+        extra in 0usize..9, stride in 1usize..=2, padding in 0usize..=2, seed in 0u64..1000,
+    ) {
+        let h = (k + extra).saturating_sub(padding).max(1);
+        prop_assume!(h + 2 * padding >= k);
+        check(batch, c, c, h, h + 2, k, Conv2dParams { padding, stride, dilation: 1, groups: c }, seed);
+    }
+}
+
+#[test]
+fn the_model_layers_agree_with_candle() {
+    // SmallCnn, a ResNet basic block, a downsample 1×1, MobileNetV2 pointwise and depthwise
+    let dense = |padding, stride| Conv2dParams {
+        padding,
+        stride,
+        ..Default::default()
+    };
+    check(4, 1, 32, 28, 28, 3, dense(1, 1), 1);
+    check(4, 32, 64, 28, 28, 3, dense(1, 2), 2);
+    check(3, 64, 64, 8, 8, 3, dense(1, 1), 3);
+    check(3, 64, 128, 8, 8, 1, dense(0, 2), 4);
+    check(3, 24, 96, 8, 8, 1, dense(0, 1), 5);
+    check(
+        3,
+        96,
+        96,
+        8,
+        8,
+        3,
+        Conv2dParams {
+            padding: 1,
+            stride: 2,
+            dilation: 1,
+            groups: 96,
+        },
+        6,
+    );
+    check(
+        2,
+        3,
+        5,
+        9,
+        7,
+        3,
+        Conv2dParams {
+            padding: 2,
+            stride: 1,
+            dilation: 2,
+            groups: 1,
+        },
+        7,
+    );
+    // wide batches take the batched-GEMM path (small output planes)
+    check(33, 16, 8, 4, 4, 3, dense(1, 1), 8);
+}
+
+#[test]
+fn non_contiguous_and_offset_inputs() {
+    let dev = Device::Cpu;
+    let p = Conv2dParams {
+        padding: 1,
+        stride: 1,
+        ..Default::default()
+    };
+    let big = Tensor::randn(0f32, 1.0, (3, 4, 9, 7), &dev).unwrap();
+    let w = Tensor::randn(0f32, 1.0, (5, 4, 3, 3), &dev).unwrap();
+    // an offset view (narrow along the batch) and a transposed (strided) view
+    let offset = big.narrow(0, 1, 2).unwrap();
+    let transposed = Tensor::randn(0f32, 1.0, (3, 4, 7, 9), &dev)
+        .unwrap()
+        .transpose(2, 3)
+        .unwrap();
+    let w_t = Tensor::randn(0f32, 1.0, (4, 5, 3, 3), &dev)
+        .unwrap()
+        .transpose(0, 1)
+        .unwrap();
+    for (x, w) in [(&offset, &w), (&transposed, &w), (&offset, &w_t)] {
+        assert!(!x.is_contiguous() || !w.is_contiguous() || x.layout().start_offset() > 0);
+        let a = conv2d(x, w, &p).unwrap();
+        let b = conv2d_reference(x, w, &p).unwrap();
+        assert!(rel_err(&a, &b) < 1e-5);
+    }
+}
+
+#[test]
+fn finite_differences_on_a_tiny_conv() {
+    let dev = Device::Cpu;
+    let p = Conv2dParams {
+        padding: 1,
+        stride: 2,
+        ..Default::default()
+    };
+    let x = Tensor::randn(0f32, 1.0, (1, 2, 5, 4), &dev)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
+    let w = Tensor::randn(0f32, 1.0, (3, 2, 3, 3), &dev)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
+    // the loss Σ y² in f64 around f32 evaluations of the fast op
+    let loss = |x: &Tensor, w: &Tensor| -> f64 {
+        let y = conv2d(&x.to_dtype(DType::F32).unwrap(), &w.to_dtype(DType::F32).unwrap(), &p).unwrap();
+        y.to_dtype(DType::F64)
+            .unwrap()
+            .sqr()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let xv = Var::from_tensor(&x.to_dtype(DType::F32).unwrap()).unwrap();
+    let wv = Var::from_tensor(&w.to_dtype(DType::F32).unwrap()).unwrap();
+    let grads = conv2d(&xv, &wv, &p)
+        .unwrap()
+        .sqr()
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let eps = 1e-2;
+    for (t, g) in [(&x, grads.get(&xv).unwrap()), (&w, grads.get(&wv).unwrap())] {
+        let flat = t.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let g = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for i in (0..flat.len()).step_by(3) {
+            let bump = |d: f64| {
+                let mut v = flat.clone();
+                v[i] += d;
+                Tensor::from_vec(v, t.dims(), &dev).unwrap()
+            };
+            let (plus, minus) = if std::ptr::eq(t, &x) {
+                (loss(&bump(eps), &w), loss(&bump(-eps), &w))
+            } else {
+                (loss(&x, &bump(eps)), loss(&x, &bump(-eps)))
+            };
+            let fd = (plus - minus) / (2.0 * eps);
+            assert!(
+                (fd - g[i] as f64).abs() < 2e-3 * (1.0 + fd.abs()),
+                "index {i}: fd {fd} vs {}",
+                g[i]
+            );
+        }
+    }
+}
+
+#[test]
+fn an_image_input_gets_no_gradient_work() {
+    let dev = Device::Cpu;
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 8, 8), &dev).unwrap();
+    let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (4, 3, 3, 3), &dev).unwrap()).unwrap();
+    let grads = conv2d(&x, &w, &Conv2dParams::default())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert!(grads.get(&x).is_none());
+    assert!(grads.get(&w).is_some());
+}
+
+#[test]
+fn results_do_not_depend_on_the_thread_count() {
+    let dev = Device::Cpu;
+    let p = Conv2dParams {
+        padding: 1,
+        stride: 1,
+        ..Default::default()
+    };
+    let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (37, 8, 6, 6), &dev).unwrap()).unwrap();
+    let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (16, 8, 3, 3), &dev).unwrap()).unwrap();
+    let once = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let y = conv2d(&x, &w, &p).unwrap();
+            let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (flat(&y), flat(g.get(&x).unwrap()), flat(g.get(&w).unwrap()))
+        })
+    };
+    assert_eq!(once(1), once(3));
+}
+
+#[test]
+fn unsupported_groups_and_dtypes_fall_back_to_candle() {
+    let dev = Device::Cpu;
+    let x = Tensor::randn(0f32, 1.0, (2, 4, 6, 6), &dev).unwrap();
+    let w = Tensor::randn(0f32, 1.0, (6, 2, 3, 3), &dev).unwrap();
+    let p = Conv2dParams {
+        groups: 2,
+        ..Default::default()
+    };
+    assert!(!runs_fast_path(&x, &w, &p));
+    let a = conv2d(&x, &w, &p).unwrap();
+    assert_eq!(a.dims(), &[2, 6, 4, 4]);
+    let x64 = x.to_dtype(DType::F64).unwrap();
+    let w64 = Tensor::randn(0f32, 1.0, (3, 4, 3, 3), &dev)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
+    assert!(!runs_fast_path(&x64, &w64, &Conv2dParams::default()));
+    assert_eq!(
+        conv2d(&x64, &w64, &Conv2dParams::default()).unwrap().dims(),
+        &[2, 3, 4, 4]
+    );
+    // a shape error surfaces as an error, not a panic
+    let bad = Tensor::randn(0f32, 1.0, (3, 5, 3, 3), &dev).unwrap();
+    assert!(conv2d(&x, &bad, &Conv2dParams::default()).is_err());
+}
