@@ -3,12 +3,12 @@
 # minutes, 2 threads each) and prints the ratio table. Needs bench/.venv (bench/setup_venv.sh). Never part of CI.
 #
 #   bench/run.sh                     # every group, 5 timed runs each
-#   GROUPS="conv step" REPS=7 bench/run.sh
+#   BENCH_GROUPS="conv step" REPS=7 bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS="${REPS:-5}"
 THREADS="${THREADS:-2}"
-GROUPS_TO_RUN="${GROUPS:-gemm conv fake_quant step scoring selection memory}"
+GROUPS_TO_RUN="${BENCH_GROUPS:-gemm conv fake_quant step scoring selection memory}"
 PY=bench/.venv/bin/python
 [ -x "$PY" ] || { echo "bench/.venv missing: run bench/setup_venv.sh first"; exit 1; }
 export RAYON_NUM_THREADS="$THREADS" OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"

@@ -7,6 +7,7 @@
 //!   im2col + the `gemm` crate's AVX-512 kernels (feature `x86-v4`, picked at run time),
 //!   pointwise convs as a plain GEMM and depthwise convs as a direct loop. Deterministic for any
 //!   thread count.
+//! - [`batch_norm`]: training-mode BatchNorm with a fused ReLU/ReLU6, closed-form backward.
 //! - [`fake_quant`]: the fused fake-quant forward and closed-form backward (LSQ, LSQ+, PACT,
 //!   uniform) over plain slices, which `quarc-quant-core` wraps as candle custom ops.
 //!
@@ -28,11 +29,13 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
+pub mod batch_norm;
 pub mod conv;
 pub mod fake_quant;
 pub mod float;
 pub mod gemm;
 
+pub use batch_norm::{Activation, BatchStats, batch_norm_train, batch_norm_train_reference};
 pub use conv::{
     Conv2dParams, CpuConvEngine, conv2d, conv2d_grad_input, conv2d_grad_weight, conv2d_reference, cpu_engine,
     runs_fast_path, set_cpu_engine,

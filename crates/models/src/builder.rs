@@ -1,7 +1,8 @@
 //! Builds quantized layers with seeded weights and the first/middle/last-layer policy.
 
-use candle_core::{DType, Device, ModuleT, Tensor};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{BatchNorm, Conv2dConfig, VarMap};
+pub use quarc_kernels::Activation;
 use quarc_quant_core::{LayerPosition, LayerQuant, ParamStore, QConv2d, QLinear, QatConfig, Signedness};
 
 use crate::Result;
@@ -96,6 +97,18 @@ impl<'a> Builder<'a> {
         Ok(QLinear::new(inp, out, true, &quant, &self.store(prefix))?)
     }
 
+    /// The variable `name` of the map (created by an earlier layer constructor).
+    pub(crate) fn var(&self, name: &str) -> Result<Var> {
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .map_err(|_| crate::Error::InvalidConfig("the VarMap's lock is poisoned".to_string()))?;
+        data.get(name)
+            .cloned()
+            .ok_or_else(|| crate::Error::InvalidConfig(format!("no variable `{name}` in the map")))
+    }
+
     /// BatchNorm (γ = 1, β = 0, running mean 0, var 1; momentum 0.1, ε = 1e-5, as PyTorch).
     pub(crate) fn bn(&self, prefix: &str, c: usize) -> Result<BatchNorm> {
         Ok(candle_nn::batch_norm(
@@ -115,8 +128,11 @@ impl<'a> Builder<'a> {
 pub struct ConvBn {
     /// The conv.
     pub conv: QConv2d,
-    /// The BatchNorm.
+    /// The BatchNorm (its parameters and running statistics; the training-mode forward runs
+    /// quarc-kernels' fused BatchNorm).
     pub bn: BatchNorm,
+    running_mean: Var,
+    running_var: Var,
 }
 
 impl ConvBn {
@@ -144,16 +160,60 @@ impl ConvBn {
                 signed_input,
             )?,
             bn: b.bn(&format!("{prefix}.bn"), out)?,
+            running_mean: b.var(&format!("{prefix}.bn.running_mean"))?,
+            running_var: b.var(&format!("{prefix}.bn.running_var"))?,
         })
     }
 
     /// conv → BN; with `calibrate`, initialises the conv's quantizers from `x` first.
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        self.forward_act(x, mode, Activation::Identity)
+    }
+
+    /// conv → BN → `act`. With batch statistics (training, calibration) the BatchNorm and the
+    /// activation run as one fused op and the running statistics take a step (momentum as
+    /// configured, unbiased variance, as PyTorch); in evaluation BatchNorm is the per-channel
+    /// affine of the running statistics.
+    pub fn forward_act(&self, x: &Tensor, mode: Mode, act: Activation) -> Result<Tensor> {
         if mode == Mode::Calibrate {
             self.conv.calibrate(x)?;
         }
         let y = self.conv.forward_t(x, mode.train())?;
-        Ok(self.bn.forward_t(&y, mode.batch_statistics())?)
+        let (gamma, beta) = self
+            .bn
+            .weight_and_bias()
+            .ok_or_else(|| crate::Error::InvalidConfig("ConvBn needs an affine BatchNorm".to_string()))?;
+        if mode.batch_statistics() {
+            let (out, stats) = quarc_kernels::batch_norm_train(&y, gamma, beta, self.bn.eps(), act)?;
+            self.update_running(&stats)?;
+            Ok(out)
+        } else {
+            let c = gamma.elem_count();
+            let scale = (gamma / (self.running_var.as_tensor().detach() + self.bn.eps())?.sqrt()?)?;
+            let shift = (beta - (self.running_mean.as_tensor().detach() * &scale)?)?;
+            let out = y
+                .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
+                .broadcast_add(&shift.reshape((1, c, 1, 1))?)?;
+            Ok(act.apply(&out)?)
+        }
+    }
+
+    fn update_running(&self, stats: &quarc_kernels::BatchStats) -> Result<()> {
+        let m = self.bn.momentum();
+        let (dev, dtype) = (self.running_mean.device().clone(), self.running_mean.dtype());
+        let c = stats.mean.len();
+        let unbias = if stats.count > 1 {
+            stats.count as f64 / (stats.count as f64 - 1.0)
+        } else {
+            1.0
+        };
+        let mean = Tensor::from_slice(&stats.mean, c, &dev)?.to_dtype(dtype)?;
+        let var = (Tensor::from_slice(&stats.var, c, &dev)?.to_dtype(dtype)? * unbias)?;
+        let rm = ((self.running_mean.as_tensor().detach() * (1.0 - m))? + (mean * m)?)?;
+        let rv = ((self.running_var.as_tensor().detach() * (1.0 - m))? + (var * m)?)?;
+        self.running_mean.set(&rm)?;
+        self.running_var.set(&rv)?;
+        Ok(())
     }
 }
 
@@ -209,4 +269,71 @@ pub(crate) fn linear_forward(l: &QLinear, x: &Tensor, mode: Mode) -> Result<Tens
         l.calibrate(x)?;
     }
     Ok(l.forward_t(x, mode.train())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::ModuleT;
+
+    /// The fused training-mode BatchNorm gives candle-nn's output and running statistics.
+    #[test]
+    fn fused_batch_norm_matches_candle_nn_including_running_statistics() {
+        let dev = Device::Cpu;
+        let varmap = VarMap::new();
+        let mut b = Builder::new(&varmap, None, 3, InitScheme::PyTorchDefault, DType::F32, &dev);
+        let layer = ConvBn::new(&mut b, "l", 3, 8, 3, 1, 1, LayerPosition::Middle, false).unwrap();
+        let x = (Tensor::arange(0f32, 2.0 * 3.0 * 36.0, &dev)
+            .unwrap()
+            .reshape((2, 3, 6, 6))
+            .unwrap()
+            * 0.01)
+            .unwrap();
+        let x = x.sin().unwrap();
+        // candle-nn's BatchNorm on the same conv output, from fresh statistics
+        let other = VarMap::new();
+        let bn = Builder::new(&other, None, 3, InitScheme::PyTorchDefault, DType::F32, &dev)
+            .bn("bn", 8)
+            .unwrap();
+        let conv_out = layer.conv.forward_t(&x, true).unwrap();
+        let expected = bn.forward_t(&conv_out, true).unwrap().relu().unwrap();
+        let got = layer.forward_act(&x, Mode::Train, Activation::Relu).unwrap();
+        let diff = (got - expected)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-5, "{diff}");
+        for (mine, theirs) in [
+            (layer.bn.running_mean(), bn.running_mean()),
+            (layer.bn.running_var(), bn.running_var()),
+        ] {
+            let d = (mine - theirs)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(d < 1e-6, "running statistics differ by {d}");
+            // the step really happened (mean from 0, var from 1)
+            assert!(mine.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
+        }
+        // evaluation uses the running statistics, like candle-nn's eval forward
+        let got = layer.forward_act(&x, Mode::Eval, Activation::Identity).unwrap();
+        let expected = bn.forward_t(&layer.conv.forward_t(&x, false).unwrap(), false).unwrap();
+        let diff = (got - expected)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(diff < 1e-5, "{diff}");
+    }
 }

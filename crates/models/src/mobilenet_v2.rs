@@ -4,7 +4,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use quarc_quant_core::{FeatureMap, LayerPosition, ModelOutput, QLinear, QatConfig};
 
-use crate::builder::{Builder, ConvBn, Mode, linear_forward};
+use crate::builder::{Activation, Builder, ConvBn, Mode, linear_forward};
 use crate::init::InitScheme;
 use crate::{Error, Model, Result};
 
@@ -37,17 +37,13 @@ struct InvertedResidual {
 impl InvertedResidual {
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let h = match &self.expand {
-            Some(e) => relu6(&e.forward(x, mode)?)?,
+            Some(e) => e.forward_act(x, mode, Activation::Relu6)?,
             None => x.clone(),
         };
-        let h = relu6(&self.depthwise.forward(&h, mode)?)?;
+        let h = self.depthwise.forward_act(&h, mode, Activation::Relu6)?;
         let h = self.project.forward(&h, mode)?;
         Ok(if self.residual { (h + x)? } else { h })
     }
-}
-
-fn relu6(x: &Tensor) -> Result<Tensor> {
-    Ok(x.clamp(0f32, 6f32)?)
 }
 
 /// MobileNetV2 with a width multiplier (ACS/QuaRC use 0.5 on CIFAR-100). Every conv of the
@@ -147,13 +143,13 @@ impl MobileNetV2 {
 impl Model for MobileNetV2 {
     fn forward_mode(&self, x: &Tensor, mode: Mode) -> Result<ModelOutput> {
         let mut f = FeatureMap::new();
-        let mut h = relu6(&self.stem.forward(x, mode)?)?;
+        let mut h = self.stem.forward_act(x, mode, Activation::Relu6)?;
         f.insert("stem", h.clone());
         for (i, block) in self.blocks.iter().enumerate() {
             h = block.forward(&h, mode)?;
             f.insert(format!("block{i}"), h.clone());
         }
-        let h = relu6(&self.head.forward(&h, mode)?)?;
+        let h = self.head.forward_act(&h, mode, Activation::Relu6)?;
         f.insert("head", h.clone());
         let pooled = h.mean((2, 3))?;
         f.insert("pool", pooled.clone());

@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use quarc_quant_core::{BlockwiseModule, FeatureMap, LayerPosition, ModelOutput, QLinear, QatConfig};
 
-use crate::builder::{Builder, ConvBn, Mode, linear_forward};
+use crate::builder::{Activation, Builder, ConvBn, Mode, linear_forward};
 use crate::init::InitScheme;
 use crate::{Error, Model, Result};
 
@@ -31,7 +31,7 @@ struct BasicBlock {
 
 impl BasicBlock {
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let h = self.conv1.forward(x, mode)?.relu()?;
+        let h = self.conv1.forward_act(x, mode, Activation::Relu)?;
         let h = self.conv2.forward(&h, mode)?;
         let s = match &self.shortcut {
             Shortcut::Identity => x.clone(),
@@ -211,7 +211,7 @@ impl ResNet {
 
     fn block(&self, index: usize, x: &Tensor, mode: Mode) -> Result<Tensor> {
         match index {
-            0 => Ok(self.stem.forward(x, mode)?.relu()?),
+            0 => self.stem.forward_act(x, mode, Activation::Relu),
             i if i <= self.blocks.len() => self.blocks[i - 1].1.forward(x, mode),
             i if i == self.blocks.len() + 1 => self.head(x, mode),
             i => Err(Error::InvalidConfig(format!("block {i} of {}", self.blocks.len() + 2))),

@@ -4,7 +4,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use quarc_quant_core::{FeatureMap, LayerPosition, ModelOutput, QLinear, QatConfig};
 
-use crate::builder::{Builder, ConvBn, Mode, linear_forward};
+use crate::builder::{Activation, Builder, ConvBn, Mode, linear_forward};
 use crate::init::InitScheme;
 use crate::{Model, Result};
 
@@ -43,11 +43,11 @@ impl SmallCnn {
 impl Model for SmallCnn {
     fn forward_mode(&self, x: &Tensor, mode: Mode) -> Result<ModelOutput> {
         let mut f = FeatureMap::new();
-        let h = self.conv1.forward(x, mode)?.relu()?;
+        let h = self.conv1.forward_act(x, mode, Activation::Relu)?;
         f.insert("conv1", h.clone());
-        let h = self.conv2.forward(&h, mode)?.relu()?;
+        let h = self.conv2.forward_act(&h, mode, Activation::Relu)?;
         f.insert("conv2", h.clone());
-        let h = self.conv3.forward(&h, mode)?.relu()?;
+        let h = self.conv3.forward_act(&h, mode, Activation::Relu)?;
         f.insert("conv3", h.clone());
         let h = h.mean((2, 3))?;
         f.insert("pool", h.clone());

@@ -1,0 +1,258 @@
+//! Training-mode BatchNorm over NCHW with a fused activation (identity, ReLU, ReLU6): one
+//! statistics pass pair and one normalising pass forward; two passes backward, closed form,
+//! without the temporaries of a composed BatchNorm. Eval-mode BatchNorm is a per-channel affine
+//! and stays composed.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+
+pub mod kernel;
+
+use kernel::BnShape;
+
+/// The activation applied after the normalisation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    /// None.
+    Identity,
+    /// `max(0, y)`.
+    Relu,
+    /// `min(max(0, y), 6)` (MobileNetV2).
+    Relu6,
+}
+
+impl Activation {
+    /// Applies the activation with candle ops (the composed reference).
+    pub fn apply(self, y: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Activation::Identity => Ok(y.clone()),
+            Activation::Relu => y.relu(),
+            Activation::Relu6 => y.relu()?.minimum(6.0),
+        }
+    }
+}
+
+/// Batch statistics of one training-mode forward, for the running-statistics update.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchStats {
+    /// Per-channel mean.
+    pub mean: Vec<f32>,
+    /// Per-channel biased variance (divide by `count`; PyTorch's running variance uses
+    /// `var · count / (count − 1)`).
+    pub var: Vec<f32>,
+    /// Elements per channel (`N · H · W`).
+    pub count: usize,
+}
+
+/// What the forward keeps for the backward.
+#[derive(Clone, Debug)]
+struct Saved {
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    invstd: Vec<f32>,
+    gamma: Vec<f32>,
+}
+
+/// Training-mode BatchNorm `act(γ · (x − μ_B) / √(σ²_B + ε) + β)` over `x` of shape
+/// `(N, C, H, W)`, differentiable in `x`, `γ` and `β`; returns the batch statistics too.
+/// Runs the fused CPU kernels for f32 on CPU and the composed reference elsewhere.
+pub fn batch_norm_train(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    act: Activation,
+) -> candle_core::Result<(Tensor, BatchStats)> {
+    let fast = x.device().is_cpu()
+        && crate::cpu_engine() == crate::CpuConvEngine::Quarc
+        && [x.dtype(), gamma.dtype(), beta.dtype()]
+            .iter()
+            .all(|d| *d == DType::F32)
+        && x.rank() == 4;
+    if !fast {
+        return batch_norm_train_reference(x, gamma, beta, eps, act);
+    }
+    let (n, c, h, w) = x.dims4()?;
+    if gamma.dims() != [c] || beta.dims() != [c] {
+        candle_core::bail!(
+            "batch_norm: γ {:?} and β {:?} must have {c} elements",
+            gamma.dims(),
+            beta.dims()
+        );
+    }
+    let saved = Arc::new(Mutex::new(None));
+    let op = Forward {
+        eps,
+        act,
+        saved: saved.clone(),
+    };
+    let y = x
+        .contiguous()?
+        .apply_op3(&gamma.contiguous()?, &beta.contiguous()?, op)?;
+    let s = saved
+        .lock()
+        .map_err(|_| candle_core::Error::msg("batch_norm: poisoned lock"))?;
+    let s = s
+        .as_ref()
+        .ok_or_else(|| candle_core::Error::msg("batch_norm: forward kept no statistics"))?;
+    Ok((
+        y,
+        BatchStats {
+            mean: s.mean.clone(),
+            var: s.var.clone(),
+            count: n * h * w,
+        },
+    ))
+}
+
+/// The composed candle version of [`batch_norm_train`] (the reference; CUDA, Metal, other
+/// dtypes).
+pub fn batch_norm_train_reference(
+    x: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    act: Activation,
+) -> candle_core::Result<(Tensor, BatchStats)> {
+    let (n, c, h, w) = x.dims4()?;
+    let mean = x.mean_keepdim((0, 2, 3))?;
+    let centred = x.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim((0, 2, 3))?;
+    let y = centred.broadcast_div(&(&var + eps)?.sqrt()?)?;
+    let y = y
+        .broadcast_mul(&gamma.reshape((1, c, 1, 1))?)?
+        .broadcast_add(&beta.reshape((1, c, 1, 1))?)?;
+    let stats = BatchStats {
+        mean: mean.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
+        var: var.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?,
+        count: n * h * w,
+    };
+    Ok((act.apply(&y)?, stats))
+}
+
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
+    let data = match s {
+        CpuStorage::F32(d) => d.as_slice(),
+        _ => candle_core::bail!("batch_norm: {what} must be f32"),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&data[a..b]),
+        None => candle_core::bail!("batch_norm: {what} must be contiguous"),
+    }
+}
+
+fn shape_of(l: &Layout) -> candle_core::Result<BnShape> {
+    match *l.shape().dims() {
+        [n, c, h, w] => Ok(BnShape { n, c, hw: h * w }),
+        ref d => candle_core::bail!("batch_norm: expected (N, C, H, W), got {d:?}"),
+    }
+}
+
+struct Forward {
+    eps: f64,
+    act: Activation,
+    saved: Arc<Mutex<Option<Saved>>>,
+}
+
+impl CustomOp3 for Forward {
+    fn name(&self) -> &'static str {
+        "quarc-batch-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let sh = shape_of(l1)?;
+        let (x, gamma, beta) = (slice(s1, l1, "x")?, slice(s2, l2, "γ")?, slice(s3, l3, "β")?);
+        let (mean, var) = kernel::channel_stats(x, sh);
+        let invstd: Vec<f32> = var
+            .iter()
+            .map(|v| (1.0 / ((*v as f64) + self.eps).sqrt()) as f32)
+            .collect();
+        let scale: Vec<f32> = gamma.iter().zip(&invstd).map(|(g, i)| g * i).collect();
+        let shift: Vec<f32> = beta
+            .iter()
+            .zip(&mean)
+            .zip(&scale)
+            .map(|((b, m), s)| b - m * s)
+            .collect();
+        let mut y = vec![0.0f32; x.len()];
+        kernel::normalize(x, sh, &scale, &shift, self.act, &mut y);
+        if let Ok(mut s) = self.saved.lock() {
+            *s = Some(Saved {
+                mean,
+                var,
+                invstd,
+                gamma: gamma.to_vec(),
+            });
+        }
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        _gamma: &Tensor,
+        _beta: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let saved = self
+            .saved
+            .lock()
+            .map_err(|_| candle_core::Error::msg("batch_norm: poisoned lock"))?
+            .clone()
+            .ok_or_else(|| candle_core::Error::msg("batch_norm: backward before forward"))?;
+        let c = saved.mean.len();
+        let numel = x.elem_count();
+        let flat = x.apply_op3_no_bwd(res, &grad.contiguous()?, &Backward { saved, act: self.act })?;
+        let dx = if x.track_op() {
+            Some(flat.narrow(0, 0, numel)?.reshape(x.shape())?)
+        } else {
+            None
+        };
+        Ok((dx, Some(flat.narrow(0, numel, c)?), Some(flat.narrow(0, numel + c, c)?)))
+    }
+}
+
+/// `(x, y, dy) ↦ [dx | dγ | dβ]` flattened into one tensor.
+struct Backward {
+    saved: Saved,
+    act: Activation,
+}
+
+impl CustomOp3 for Backward {
+    fn name(&self) -> &'static str {
+        "quarc-batch-norm-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let sh = shape_of(l1)?;
+        let (x, y, dy) = (slice(s1, l1, "x")?, slice(s2, l2, "y")?, slice(s3, l3, "dy")?);
+        let s = &self.saved;
+        let (sg, sgx) = kernel::backward_sums(x, y, dy, sh, &s.mean, self.act);
+        let mut out = vec![0.0f32; x.len() + 2 * sh.c];
+        let (dx, rest) = out.split_at_mut(x.len());
+        kernel::backward_input(x, y, dy, sh, &s.mean, &s.invstd, &s.gamma, (&sg, &sgx), self.act, dx);
+        for c in 0..sh.c {
+            rest[c] = (sgx[c] * s.invstd[c] as f64) as f32;
+            rest[sh.c + c] = sg[c] as f32;
+        }
+        Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * sh.c)))
+    }
+}

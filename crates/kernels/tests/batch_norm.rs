@@ -1,0 +1,146 @@
+//! Fused training-mode BatchNorm (+ReLU/ReLU6) against the composed candle reference:
+//! outputs, batch statistics and all three gradients; a hand-computed case.
+
+use candle_core::{DType, Device, Tensor, Var};
+use proptest::prelude::*;
+use quarc_kernels::{Activation, batch_norm_train, batch_norm_train_reference};
+
+fn seeded(seed: u64, dims: &[usize], scale: f32, shift: f32) -> Tensor {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let n: usize = dims.iter().product();
+    let v: Vec<f32> = (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale + shift
+        })
+        .collect();
+    Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+}
+
+fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+    let d = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    d / b
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+        .max(1e-3)
+}
+
+fn check(n: usize, c: usize, h: usize, w: usize, act: Activation, seed: u64) {
+    let x = seeded(seed, &[n, c, h, w], 2.0, 0.5);
+    let gamma = seeded(seed + 1, &[c], 1.0, 1.0);
+    let beta = seeded(seed + 2, &[c], 0.5, 0.0);
+    let up = seeded(seed + 3, &[n, c, h, w], 1.0, 0.0);
+    let run = |fast: bool| {
+        let (xv, gv, bv) = (
+            Var::from_tensor(&x).unwrap(),
+            Var::from_tensor(&gamma).unwrap(),
+            Var::from_tensor(&beta).unwrap(),
+        );
+        let f = if fast {
+            batch_norm_train
+        } else {
+            batch_norm_train_reference
+        };
+        let (y, stats) = f(&xv, &gv, &bv, 1e-5, act).unwrap();
+        let g = (&y * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        (
+            y,
+            stats,
+            g.get(&xv).unwrap().clone(),
+            g.get(&gv).unwrap().clone(),
+            g.get(&bv).unwrap().clone(),
+        )
+    };
+    let (a, b) = (run(true), run(false));
+    let ctx = format!("{n}×{c}×{h}×{w} {act:?}");
+    assert!(max_rel(&a.0, &b.0) < 1e-5, "y {ctx}: {}", max_rel(&a.0, &b.0));
+    assert_eq!(a.1.count, b.1.count);
+    for (p, q) in a.1.mean.iter().zip(&b.1.mean).chain(a.1.var.iter().zip(&b.1.var)) {
+        assert!((p - q).abs() <= 1e-5 * (1.0 + q.abs()), "stats {ctx}: {p} vs {q}");
+    }
+    assert!(max_rel(&a.2, &b.2) < 1e-4, "dx {ctx}: {}", max_rel(&a.2, &b.2));
+    assert!(max_rel(&a.3, &b.3) < 1e-4, "dγ {ctx}: {}", max_rel(&a.3, &b.3));
+    assert!(max_rel(&a.4, &b.4) < 1e-4, "dβ {ctx}: {}", max_rel(&a.4, &b.4));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #[test]
+    fn fused_batch_norm_agrees_with_the_composed_one(
+        n in 1usize..=6, c in 1usize..=20, h in 1usize..=9, w in 1usize..=9,
+        act in prop::sample::select(vec![Activation::Identity, Activation::Relu, Activation::Relu6]),
+        seed in 0u64..1000,
+    ) {
+        prop_assume!(n * h * w > 1);
+        check(n, c, h, w, act, seed);
+    }
+}
+
+#[test]
+fn model_sized_inputs_agree() {
+    check(16, 32, 28, 28, Activation::Relu, 1);
+    check(8, 64, 8, 8, Activation::Identity, 2);
+    check(8, 48, 16, 16, Activation::Relu6, 3);
+}
+
+#[test]
+fn hand_computed_channel() {
+    // one channel [1, 2, 3, 4]: μ = 2.5, σ² = 1.25; γ = 2, β = 1 → y = 2·(x − 2.5)/√1.25 + 1
+    let x = Var::from_tensor(
+        &Tensor::new(&[1f32, 2.0, 3.0, 4.0], &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 2, 2))
+            .unwrap(),
+    )
+    .unwrap();
+    let g = Var::from_tensor(&Tensor::new(&[2f32], &Device::Cpu).unwrap()).unwrap();
+    let b = Var::from_tensor(&Tensor::new(&[1f32], &Device::Cpu).unwrap()).unwrap();
+    let (y, stats) = batch_norm_train(&x, &g, &b, 0.0, Activation::Identity).unwrap();
+    assert_eq!(stats.mean, vec![2.5]);
+    assert_eq!(stats.var, vec![1.25]);
+    assert_eq!(stats.count, 4);
+    let got = y.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let s = 1.25f32.sqrt();
+    for (v, xi) in got.iter().zip([1f32, 2.0, 3.0, 4.0]) {
+        assert!((v - (2.0 * (xi - 2.5) / s + 1.0)).abs() < 1e-6);
+    }
+    // d/dβ Σy = 4; d/dγ Σy = Σ x̂ = 0; d/dx Σy = 0 (the mean removes a constant shift)
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(grads.get(&b).unwrap().to_vec1::<f32>().unwrap(), vec![4.0]);
+    assert!(grads.get(&g).unwrap().to_vec1::<f32>().unwrap()[0].abs() < 1e-6);
+    let dx = grads.get(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(dx.iter().all(|v| v.abs() < 1e-6), "{dx:?}");
+}
+
+#[test]
+fn other_dtypes_use_the_reference() {
+    let x = seeded(1, &[2, 3, 4, 4], 1.0, 0.0).to_dtype(DType::F64).unwrap();
+    let g = Tensor::ones(3, DType::F64, &Device::Cpu).unwrap();
+    let b = Tensor::zeros(3, DType::F64, &Device::Cpu).unwrap();
+    let (y, stats) = batch_norm_train(&x, &g, &b, 1e-5, Activation::Relu).unwrap();
+    assert_eq!(y.dtype(), DType::F64);
+    assert_eq!(stats.mean.len(), 3);
+    assert!(
+        batch_norm_train(
+            &seeded(1, &[2, 3, 4, 4], 1.0, 0.0),
+            &Tensor::ones(4, DType::F32, &Device::Cpu).unwrap(),
+            &Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+            1e-5,
+            Activation::Relu
+        )
+        .is_err()
+    );
+}
