@@ -35,7 +35,9 @@ pub mod fake_quant;
 pub mod float;
 pub mod gemm;
 
-pub use batch_norm::{Activation, BatchStats, batch_norm_train, batch_norm_train_reference};
+pub use batch_norm::{
+    Activation, BatchStats, batch_norm_train, batch_norm_train_reference, channel_affine, channel_affine_reference,
+};
 pub use conv::{
     Conv2dParams, CpuConvEngine, conv2d, conv2d_grad_input, conv2d_grad_weight, conv2d_reference, cpu_engine,
     runs_fast_path, set_cpu_engine,

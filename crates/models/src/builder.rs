@@ -188,13 +188,9 @@ impl ConvBn {
             self.update_running(&stats)?;
             Ok(out)
         } else {
-            let c = gamma.elem_count();
             let scale = (gamma / (self.running_var.as_tensor().detach() + self.bn.eps())?.sqrt()?)?;
             let shift = (beta - (self.running_mean.as_tensor().detach() * &scale)?)?;
-            let out = y
-                .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
-                .broadcast_add(&shift.reshape((1, c, 1, 1))?)?;
-            Ok(act.apply(&out)?)
+            Ok(quarc_kernels::channel_affine(&y, &scale, &shift, act)?)
         }
     }
 

@@ -256,3 +256,95 @@ impl CustomOp3 for Backward {
         Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * sh.c)))
     }
 }
+
+/// `act(x · scale[c] + shift[c])` over `x` of shape `(N, C, H, W)` in one pass: evaluation-mode
+/// BatchNorm with its activation. Differentiable in all three arguments; the fused CPU kernel
+/// for f32, composed candle ops elsewhere.
+pub fn channel_affine(x: &Tensor, scale: &Tensor, shift: &Tensor, act: Activation) -> candle_core::Result<Tensor> {
+    let fast = x.device().is_cpu()
+        && crate::cpu_engine() == crate::CpuConvEngine::Quarc
+        && [x.dtype(), scale.dtype(), shift.dtype()]
+            .iter()
+            .all(|d| *d == DType::F32)
+        && x.rank() == 4;
+    if !fast {
+        return channel_affine_reference(x, scale, shift, act);
+    }
+    let c = x.dim(1)?;
+    if scale.dims() != [c] || shift.dims() != [c] {
+        candle_core::bail!(
+            "channel_affine: scale {:?} and shift {:?} must have {c} elements",
+            scale.dims(),
+            shift.dims()
+        );
+    }
+    x.contiguous()?
+        .apply_op3(&scale.contiguous()?, &shift.contiguous()?, Affine { act })
+}
+
+/// The composed candle version of [`channel_affine`].
+pub fn channel_affine_reference(
+    x: &Tensor,
+    scale: &Tensor,
+    shift: &Tensor,
+    act: Activation,
+) -> candle_core::Result<Tensor> {
+    let c = x.dim(1)?;
+    let y = x
+        .broadcast_mul(&scale.reshape((1, c, 1, 1))?)?
+        .broadcast_add(&shift.reshape((1, c, 1, 1))?)?;
+    act.apply(&y)
+}
+
+struct Affine {
+    act: Activation,
+}
+
+impl CustomOp3 for Affine {
+    fn name(&self) -> &'static str {
+        "quarc-channel-affine"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let sh = shape_of(l1)?;
+        let (x, scale, shift) = (slice(s1, l1, "x")?, slice(s2, l2, "scale")?, slice(s3, l3, "shift")?);
+        let mut y = vec![0.0f32; x.len()];
+        kernel::normalize(x, sh, scale, shift, self.act, &mut y);
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        _shift: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // g = grad · act'(y): dx = g · scale[c], dscale = Σ g·x, dshift = Σ g (composed; rare path)
+        let c = x.dim(1)?;
+        let g = match self.act {
+            Activation::Identity => grad.clone(),
+            Activation::Relu => (grad * res.gt(0.0)?.to_dtype(grad.dtype())?)?,
+            Activation::Relu6 => {
+                (grad * (res.gt(0.0)?.to_dtype(grad.dtype())? * res.lt(6.0)?.to_dtype(grad.dtype())?)?)?
+            }
+        };
+        let dx = if x.track_op() {
+            Some(g.broadcast_mul(&scale.reshape((1, c, 1, 1))?)?)
+        } else {
+            None
+        };
+        let dscale = (&g * x)?.sum((0, 2, 3))?;
+        let dshift = g.sum((0, 2, 3))?;
+        Ok((dx, Some(dscale), Some(dshift)))
+    }
+}
