@@ -4,11 +4,147 @@
 //! several images may share one matrix side by side (`ld` = row stride, `col0` = the first
 //! column of this image), which turns small-spatial layers into one wide GEMM.
 
+use std::cell::RefCell;
+
 use super::geometry::ConvGeometry;
+
+thread_local! {
+    /// Per-thread scratch for one zero-padded, column-phase-split input plane.
+    static PHASES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A zero-padded input plane split by column phase: padded column `c` of row `iy` lives at
+/// `[(c % stride) * h + iy] * width + c / stride`. Every tap of every output row then reads (or,
+/// for the adjoint, writes) `w_out` *contiguous* values: padded column `ox·s + kx·d` is phase
+/// `(kx·d) % s`, column `(kx·d) / s + ox`. Strided gathers and the per-tap bounds splitting
+/// disappear; padding is real zeros.
+struct PhaseLayout {
+    width: usize,
+    padded: usize,
+}
+
+impl PhaseLayout {
+    fn new(g: &ConvGeometry) -> Self {
+        let padded = g.w + 2 * g.padding;
+        Self {
+            width: padded.div_ceil(g.stride),
+            padded,
+        }
+    }
+
+    fn len(&self, g: &ConvGeometry) -> usize {
+        g.stride * g.h * self.width
+    }
+
+    /// Offset of padded column `c` of row `iy`.
+    #[inline(always)]
+    fn at(&self, g: &ConvGeometry, iy: usize, c: usize) -> usize {
+        ((c % g.stride) * g.h + iy) * self.width + c / g.stride
+    }
+
+    /// The real (unpadded) columns of phase `phase`: `(first phase column, first input column,
+    /// count)`; phase column `j` holds input column `j·s + phase − padding`.
+    fn phase_span(&self, g: &ConvGeometry, phase: usize) -> (usize, usize, usize) {
+        // smallest j with j·s + phase ≥ padding
+        let j0 = g.padding.saturating_sub(phase).div_ceil(g.stride);
+        let ix0 = j0 * g.stride + phase - g.padding;
+        let n = if ix0 < g.w { (g.w - ix0).div_ceil(g.stride) } else { 0 };
+        (j0, ix0.min(g.w), n)
+    }
+
+    /// Offset of the first value tap `(ky, kx)` reads for output row `oy`, or `None` when the
+    /// input row is padding.
+    #[inline(always)]
+    fn tap_row(&self, g: &ConvGeometry, oy: usize, ky: usize, kx: usize) -> Option<usize> {
+        let iy = (oy * g.stride + ky * g.dilation).checked_sub(g.padding)?;
+        (iy < g.h).then(|| self.at(g, iy, kx * g.dilation))
+    }
+}
 
 /// Writes image `x` (`c_in × h × w`) into rows `0..k_dim` of `col`, columns `col0..col0+p_out`.
 /// Every entry of that block is written (padding taps as zeros).
 pub(crate) fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, col0: usize) {
+    if g.stride > 1 && g.kh * g.kw == 1 {
+        return im2col_direct(g, x, col, ld, col0);
+    }
+    let (ho, wo, p) = (g.h_out(), g.w_out(), g.p_out());
+    let lay = PhaseLayout::new(g);
+    PHASES.with_borrow_mut(|ph| {
+        ph.clear();
+        ph.resize(lay.len(g), 0.0);
+        for ci in 0..g.c_in {
+            let plane = &x[ci * g.p_in()..(ci + 1) * g.p_in()];
+            for iy in 0..g.h {
+                let src = &plane[iy * g.w..(iy + 1) * g.w];
+                for phase in 0..g.stride {
+                    let (j0, ix0, n) = lay.phase_span(g, phase);
+                    let o = lay.at(g, iy, phase) + j0;
+                    for (d, v) in ph[o..o + n].iter_mut().zip(src[ix0..].iter().step_by(g.stride)) {
+                        *d = *v;
+                    }
+                }
+            }
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let row = (ci * g.kh + ky) * g.kw + kx;
+                    let dst = &mut col[row * ld + col0..row * ld + col0 + p];
+                    for oy in 0..ho {
+                        let d = &mut dst[oy * wo..(oy + 1) * wo];
+                        match lay.tap_row(g, oy, ky, kx) {
+                            Some(o) => d.copy_from_slice(&ph[o..o + wo]),
+                            None => d.fill(0.0),
+                        }
+                    }
+                }
+            }
+        }
+        debug_assert!(lay.padded >= g.w);
+    });
+}
+
+/// Adds the column block `col0..col0+p_out` of `col` back onto image gradient `dx`
+/// (`c_in × h × w`), the adjoint of [`im2col`]. `dx` is accumulated into, not overwritten.
+pub(crate) fn col2im_add(g: &ConvGeometry, col: &[f32], ld: usize, col0: usize, dx: &mut [f32]) {
+    if g.stride > 1 && g.kh * g.kw == 1 {
+        return col2im_add_direct(g, col, ld, col0, dx);
+    }
+    let (ho, wo, p) = (g.h_out(), g.w_out(), g.p_out());
+    let lay = PhaseLayout::new(g);
+    PHASES.with_borrow_mut(|ph| {
+        ph.resize(lay.len(g), 0.0);
+        for ci in 0..g.c_in {
+            ph.fill(0.0);
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let row = (ci * g.kh + ky) * g.kw + kx;
+                    let src = &col[row * ld + col0..row * ld + col0 + p];
+                    for oy in 0..ho {
+                        if let Some(o) = lay.tap_row(g, oy, ky, kx) {
+                            for (a, v) in ph[o..o + wo].iter_mut().zip(&src[oy * wo..(oy + 1) * wo]) {
+                                *a += *v;
+                            }
+                        }
+                    }
+                }
+            }
+            let plane = &mut dx[ci * g.p_in()..(ci + 1) * g.p_in()];
+            for iy in 0..g.h {
+                let d = &mut plane[iy * g.w..(iy + 1) * g.w];
+                for phase in 0..g.stride {
+                    let (j0, ix0, n) = lay.phase_span(g, phase);
+                    let o = lay.at(g, iy, phase) + j0;
+                    for (a, v) in d[ix0..].iter_mut().step_by(g.stride).zip(&ph[o..o + n]) {
+                        *a += *v;
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// [`im2col`] for strided 1×1 convs: per-tap gathers with the padding ranges split off (a phase
+/// split of the whole plane costs more than it saves when the stride skips most of the input).
+fn im2col_direct(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, col0: usize) {
     let (ho, wo, p) = (g.h_out(), g.w_out(), g.p_out());
     for ci in 0..g.c_in {
         let plane = &x[ci * g.p_in()..(ci + 1) * g.p_in()];
@@ -42,9 +178,8 @@ pub(crate) fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, co
     }
 }
 
-/// Adds the column block `col0..col0+p_out` of `col` back onto image gradient `dx`
-/// (`c_in × h × w`), the adjoint of [`im2col`]. `dx` is accumulated into, not overwritten.
-pub(crate) fn col2im_add(g: &ConvGeometry, col: &[f32], ld: usize, col0: usize, dx: &mut [f32]) {
+/// [`col2im_add`] for strided 1×1 convs.
+fn col2im_add_direct(g: &ConvGeometry, col: &[f32], ld: usize, col0: usize, dx: &mut [f32]) {
     let (ho, wo, p) = (g.h_out(), g.w_out(), g.p_out());
     for ci in 0..g.c_in {
         let plane = &mut dx[ci * g.p_in()..(ci + 1) * g.p_in()];
