@@ -200,7 +200,13 @@ fn write_table(a: &Args, rows: &[ResultRow]) -> Result<(), Box<dyn std::error::E
             .or_default()
             .push(r);
     }
-    let refs: Vec<f64> = rows.iter().map(|r| r.reference_accuracy).collect();
+    // one reference per seed
+    let refs: Vec<f64> = rows
+        .iter()
+        .map(|r| (r.seed, r.reference_accuracy))
+        .collect::<BTreeMap<u64, f64>>()
+        .into_values()
+        .collect();
     let mut md = String::from("# Results\n\n## FMNIST-W2A2\n\n");
     md += "Protocol: full Fashion-MNIST (60 000 train / 10 000 test); `SmallCnn`; FP reference trained on all data (SGD 0.9, cosine, \
            lr 0.05) once per seed; quantized twin with LSQ W2A2 on the middle layers (first conv and fc in FP), calibrated before the \
@@ -216,7 +222,7 @@ fn write_table(a: &Args, rows: &[ResultRow]) -> Result<(), Box<dyn std::error::E
     if !refs.is_empty() {
         let (m, s) = mean_std(&refs);
         md += &format!(
-            "FP reference test accuracy: {:.2} ± {:.2} % over {} runs.\n\n",
+            "FP reference test accuracy: {:.2} ± {:.2} % over {} seeds.\n\n",
             100.0 * m,
             100.0 * s,
             refs.len()
@@ -228,14 +234,24 @@ fn write_table(a: &Args, rows: &[ResultRow]) -> Result<(), Box<dyn std::error::E
         let acc: Vec<f64> = rs.iter().map(|r| 100.0 * r.final_accuracy).collect();
         let (mean, std) = mean_std(&acc);
         let avg = |g: fn(&ResultRow) -> f64| rs.iter().map(|r| g(r)).sum::<f64>() / rs.len() as f64;
+        let acc_cell = if rs.len() > 1 {
+            format!("{mean:.2} ± {std:.2}")
+        } else {
+            format!("{mean:.2}")
+        };
         md += &format!(
-            "| {f} | {m} | {} | {mean:.2} ± {std:.2} | {:.0} | {:.2} | {:.0} | {:.0} |\n",
+            "| {f} | {m} | {} | {acc_cell} | {:.0} | {:.2} | {:.0} | {:.0} |\n",
             rs.len(),
             avg(|r| r.scoring_secs),
             avg(|r| r.selection_secs),
             avg(|r| r.training_secs),
             avg(|r| r.wall_secs)
         );
+    }
+    // Hand-written status notes (what is missing, caveats) survive every rewrite of the table.
+    if let Ok(notes) = std::fs::read_to_string(a.docs.join("results-status.md")) {
+        md += "\n";
+        md += &notes;
     }
     std::fs::create_dir_all(&a.docs)?;
     quarc::quant_core::atomic_write(&a.docs.join("results.md"), md.as_bytes())?;

@@ -220,6 +220,11 @@ fn write_table(a: &Args, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>>
         );
     }
     std::fs::create_dir_all(&a.docs)?;
+    // Hand-written status notes survive every rewrite of the table.
+    if let Ok(notes) = std::fs::read_to_string(a.docs.join("results-robustness-status.md")) {
+        md += "\n";
+        md += &notes;
+    }
     quarc::quant_core::atomic_write(&a.docs.join("results-robustness.md"), md.as_bytes())?;
     Ok(())
 }
