@@ -214,10 +214,12 @@ fn write_table(a: &Args, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>>
             format!("{:.1}", 100.0 * share.iter().sum::<f64>() / share.len() as f64)
         };
         let wall = rs.iter().map(|r| r.wall_secs).sum::<f64>() / rs.len() as f64;
-        md += &format!(
-            "| {noise} | {method} | {} | {mean:.2} ± {std:.2} | {share} | {wall:.0} |\n",
-            rs.len()
-        );
+        let acc = if rs.len() > 1 {
+            format!("{mean:.2} ± {std:.2}")
+        } else {
+            format!("{mean:.2}")
+        };
+        md += &format!("| {noise} | {method} | {} | {acc} | {share} | {wall:.0} |\n", rs.len());
     }
     std::fs::create_dir_all(&a.docs)?;
     // Hand-written status notes survive every rewrite of the table.
