@@ -34,6 +34,7 @@ pub mod conv;
 pub mod fake_quant;
 pub mod float;
 pub mod gemm;
+mod storage;
 
 pub use batch_norm::{
     Activation, BatchStats, batch_norm_train, batch_norm_train_reference, channel_affine, channel_affine_reference,

@@ -398,3 +398,43 @@ fn unsupported_groups_and_dtypes_fall_back_to_candle() {
     let bad = Tensor::randn(0f32, 1.0, (3, 5, 3, 3), &dev).unwrap();
     assert!(conv2d(&x, &bad, &Conv2dParams::default()).is_err());
 }
+
+#[test]
+fn empty_inputs_give_errors_or_empty_results_not_panics() {
+    let dev = Device::Cpu;
+    let w = Var::from_tensor(&Tensor::ones((4, 3, 3, 3), DType::F32, &dev).unwrap()).unwrap();
+    // an empty batch convolves to an empty batch, and its weight gradient is zero
+    let x = Var::from_tensor(&Tensor::zeros((0, 3, 8, 8), DType::F32, &dev).unwrap()).unwrap();
+    let y = conv2d(
+        &x,
+        &w,
+        &Conv2dParams {
+            padding: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(y.dims(), &[0, 4, 8, 8]);
+    let g = y.sum_all().unwrap().backward().unwrap();
+    assert_eq!(
+        g.get(&w)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap(),
+        0.0
+    );
+    // an empty plane is refused by the fast path (candle then reports its own error or result)
+    let flat = Tensor::zeros((2, 3, 0, 8), DType::F32, &dev).unwrap();
+    assert!(!runs_fast_path(
+        &flat,
+        &w,
+        &Conv2dParams {
+            padding: 1,
+            ..Default::default()
+        }
+    ));
+}

@@ -196,3 +196,14 @@ fn channel_affine_agrees_with_the_composed_one() {
         assert!(max_rel(&a.3, &b.3) < 1e-5, "{act:?}");
     }
 }
+
+#[test]
+fn an_empty_plane_is_an_error_not_a_panic() {
+    let x = Tensor::zeros((2, 3, 0, 4), DType::F32, &Device::Cpu).unwrap();
+    let g = Tensor::ones(3, DType::F32, &Device::Cpu).unwrap();
+    let b = Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap();
+    let err = batch_norm_train(&x, &g, &b, 1e-5, Activation::Relu)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("empty"), "{err}");
+}

@@ -11,6 +11,8 @@ pub mod kernel;
 
 use kernel::BnShape;
 
+use crate::storage::f32_slice;
+
 /// The activation applied after the normalisation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
@@ -131,20 +133,10 @@ pub fn batch_norm_train_reference(
     Ok((act.apply(&y)?, stats))
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(d) => d.as_slice(),
-        _ => candle_core::bail!("batch_norm: {what} must be f32"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("batch_norm: {what} must be contiguous"),
-    }
-}
-
 fn shape_of(l: &Layout) -> candle_core::Result<BnShape> {
     match *l.shape().dims() {
-        [n, c, h, w] => Ok(BnShape { n, c, hw: h * w }),
+        [n, c, h, w] if n * h * w > 0 => Ok(BnShape { n, c, hw: h * w }),
+        [n, c, h, w] => candle_core::bail!("batch_norm: empty input {n}×{c}×{h}×{w}: no values per channel"),
         ref d => candle_core::bail!("batch_norm: expected (N, C, H, W), got {d:?}"),
     }
 }
@@ -170,7 +162,11 @@ impl CustomOp3 for Forward {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let sh = shape_of(l1)?;
-        let (x, gamma, beta) = (slice(s1, l1, "x")?, slice(s2, l2, "γ")?, slice(s3, l3, "β")?);
+        let (x, gamma, beta) = (
+            f32_slice(s1, l1, "batch_norm", "x")?,
+            f32_slice(s2, l2, "batch_norm", "γ")?,
+            f32_slice(s3, l3, "batch_norm", "β")?,
+        );
         let (mean, var) = kernel::channel_stats(x, sh);
         let invstd: Vec<f32> = var
             .iter()
@@ -243,7 +239,11 @@ impl CustomOp3 for Backward {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let sh = shape_of(l1)?;
-        let (x, y, dy) = (slice(s1, l1, "x")?, slice(s2, l2, "y")?, slice(s3, l3, "dy")?);
+        let (x, y, dy) = (
+            f32_slice(s1, l1, "batch_norm", "x")?,
+            f32_slice(s2, l2, "batch_norm", "y")?,
+            f32_slice(s3, l3, "batch_norm", "dy")?,
+        );
         let s = &self.saved;
         let (sg, sgx) = kernel::backward_sums(x, y, dy, sh, &s.mean, self.act);
         let mut out = vec![0.0f32; x.len() + 2 * sh.c];
@@ -315,7 +315,11 @@ impl CustomOp3 for Affine {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let sh = shape_of(l1)?;
-        let (x, scale, shift) = (slice(s1, l1, "x")?, slice(s2, l2, "scale")?, slice(s3, l3, "shift")?);
+        let (x, scale, shift) = (
+            f32_slice(s1, l1, "batch_norm", "x")?,
+            f32_slice(s2, l2, "batch_norm", "scale")?,
+            f32_slice(s3, l3, "batch_norm", "shift")?,
+        );
         let mut y = vec![0.0f32; x.len()];
         kernel::normalize(x, sh, scale, shift, self.act, &mut y);
         Ok((CpuStorage::F32(y), l1.shape().clone()))

@@ -46,6 +46,9 @@ impl ConvGeometry {
                 g.stride, g.dilation
             ));
         }
+        if g.h == 0 || g.w == 0 {
+            return Err(format!("conv2d: input plane {}×{} is empty", g.h, g.w));
+        }
         if g.c_in == 0 || g.c_out == 0 || g.kh == 0 || g.kw == 0 {
             return Err(format!(
                 "conv2d: channels ({}→{}) and kernel ({}×{}) must be positive",

@@ -4,17 +4,7 @@ use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
 use super::geometry::{ConvGeometry, ConvKind};
 use super::{Conv2dParams, dense, depthwise};
-
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(d) => d.as_slice(),
-        _ => candle_core::bail!("quarc conv2d: {what} must be f32"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("quarc conv2d: {what} must be contiguous"),
-    }
-}
+use crate::storage::f32_slice;
 
 fn dims4(l: &Layout, what: &str) -> candle_core::Result<(usize, usize, usize, usize)> {
     match *l.shape().dims() {
@@ -72,9 +62,13 @@ impl CustomOp2 for Forward {
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (g, kind) =
             geometry(dims4(l1, "input")?, dims4(l2, "weight")?, &self.0).map_err(candle_core::Error::msg)?;
-        let (x, w) = (f32_slice(s1, l1, "input")?, f32_slice(s2, l2, "weight")?);
+        let (x, w) = (
+            f32_slice(s1, l1, "quarc conv2d", "input")?,
+            f32_slice(s2, l2, "quarc conv2d", "weight")?,
+        );
         let mut out = vec![0.0f32; g.batch * g.c_out * g.p_out()];
         match kind {
+            _ if g.batch == 0 => {}
             ConvKind::Dense => dense::forward(&g, x, w, &mut out),
             ConvKind::Depthwise => depthwise::forward(&g, x, w, &mut out),
         }
@@ -142,9 +136,13 @@ impl CustomOp2 for GradInput {
                 l1.shape()
             );
         }
-        let (dy, w) = (f32_slice(s1, l1, "output gradient")?, f32_slice(s2, l2, "weight")?);
+        let (dy, w) = (
+            f32_slice(s1, l1, "quarc conv2d", "output gradient")?,
+            f32_slice(s2, l2, "quarc conv2d", "weight")?,
+        );
         let mut dx = vec![0.0f32; batch * c_in * g.p_in()];
         match kind {
+            _ if g.batch == 0 => {}
             ConvKind::Dense => dense::grad_input(&g, dy, w, &mut dx),
             ConvKind::Depthwise => depthwise::grad_input(&g, dy, w, &mut dx),
         }
@@ -183,9 +181,13 @@ impl CustomOp2 for GradWeight {
                 l2.shape()
             );
         }
-        let (x, dy) = (f32_slice(s1, l1, "input")?, f32_slice(s2, l2, "output gradient")?);
+        let (x, dy) = (
+            f32_slice(s1, l1, "quarc conv2d", "input")?,
+            f32_slice(s2, l2, "quarc conv2d", "output gradient")?,
+        );
         let mut dw = vec![0.0f32; c_out * g.k_dim()];
         match kind {
+            _ if g.batch == 0 => {}
             ConvKind::Dense => dense::grad_weight(&g, x, dy, &mut dw),
             ConvKind::Depthwise => depthwise::grad_weight(&g, x, dy, &mut dw),
         }
