@@ -16,12 +16,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
-use quarc::correction::SoftmaxAxis;
 use quarc::data::{Normalize, Split, fashion_mnist};
 use quarc::train::report::{append_jsonl, plot_accuracy, read_jsonl};
-use quarc::train::{
-    ClcConfig, ClcLoss, Experiment, Method, ObjectiveConfig, ReferenceConfig, SelectorKind, TrainConfig,
-};
+use quarc::train::{Experiment, Method, ReferenceConfig, protocol};
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser, Debug)]
@@ -98,10 +95,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for &seed in &a.seeds {
         for &fraction in &a.fractions {
             for spec in &a.methods {
-                // `X+clc` adds Cascaded Layer Correction, `X+ccs` selects by coverage-centric
-                // stratification over X's score (the controls of methods.md §8.1).
-                let base = spec.trim_end_matches("+ccs").trim_end_matches("+clc");
-                let (method, clc, ccs) = (Method::parse(base)?, spec.ends_with("+clc"), spec.ends_with("+ccs"));
+                let method = Method::parse(spec.split('+').next().unwrap_or(spec))?;
                 // Full-data QAT does not depend on the fraction: run it once per seed.
                 if method == Method::Full && fraction != a.fractions[0] {
                     continue;
@@ -113,41 +107,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 {
                     continue;
                 }
-                let objective = ObjectiveConfig {
-                    clc: clc.then(|| ClcConfig {
-                        layers: vec!["conv2".into(), "conv3".into()],
-                        beta: 1.0,
-                        loss: ClcLoss::FeatureKl {
-                            axis: SoftmaxAxis::ChannelAfterGap,
-                        },
-                        mode: Default::default(),
-                    }),
-                    ..Default::default()
+                let reference = ReferenceConfig {
+                    checkpoint: Some(a.out.join(format!("reference-seed{seed}.safetensors"))),
+                    epochs: a.fp_epochs,
+                    lr: 0.05,
                 };
-                let config = TrainConfig {
-                    method,
-                    fraction: if method == Method::Full { 1.0 } else { fraction },
-                    epochs: a.epochs,
-                    select_every: 5,
-                    batch_size: 128,
-                    eval_batch_size: 1000,
-                    objective,
-                    selector: if ccs {
-                        SelectorKind::Stratified {
-                            bins: 50,
-                            prune_fraction: 0.1,
-                        }
-                    } else {
-                        SelectorKind::TopK
-                    },
-                    reference: ReferenceConfig {
-                        checkpoint: Some(a.out.join(format!("reference-seed{seed}.safetensors"))),
-                        epochs: a.fp_epochs,
-                        lr: 0.05,
-                    },
-                    seed,
-                    ..TrainConfig::default()
-                };
+                let config = protocol::fmnist_w2a2(spec, fraction, a.epochs, seed, reference)?;
                 let t0 = Instant::now();
                 let run_dir = a.out.join(format!("{spec}-f{}-seed{seed}", config.fraction));
                 let s = Experiment {

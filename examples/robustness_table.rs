@@ -14,12 +14,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
-use quarc::correction::SoftmaxAxis;
 use quarc::data::{Dataset, NoiseKind, NoisyLabels, Normalize, Split, fashion_mnist};
 use quarc::train::report::{EpochRecord, append_jsonl, read_jsonl};
-use quarc::train::{
-    ClcConfig, ClcLoss, Experiment, Method, ObjectiveConfig, ReferenceConfig, SelectorKind, TrainConfig,
-};
+use quarc::train::{Experiment, ReferenceConfig, protocol};
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser, Debug)]
@@ -116,42 +113,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 {
                     continue;
                 }
-                let base = m.trim_end_matches("+ccs").trim_end_matches("+clc");
-                let method = Method::parse(base)?;
-                let config = TrainConfig {
-                    method,
-                    fraction: if method == Method::Full { 1.0 } else { a.fraction },
-                    epochs: a.epochs,
-                    select_every: 5,
-                    batch_size: 128,
-                    eval_batch_size: 1000,
-                    selector: if m.ends_with("+ccs") {
-                        SelectorKind::Stratified {
-                            bins: 50,
-                            prune_fraction: 0.1,
-                        }
-                    } else {
-                        SelectorKind::TopK
-                    },
-                    objective: ObjectiveConfig {
-                        clc: m.ends_with("+clc").then(|| ClcConfig {
-                            layers: vec!["conv2".into(), "conv3".into()],
-                            beta: 1.0,
-                            loss: ClcLoss::FeatureKl {
-                                axis: SoftmaxAxis::ChannelAfterGap,
-                            },
-                            mode: Default::default(),
-                        }),
-                        ..Default::default()
-                    },
-                    reference: ReferenceConfig {
-                        checkpoint: Some(a.out.join(format!("reference-{spec}-seed{seed}.safetensors"))),
-                        epochs: a.fp_epochs,
-                        lr: 0.05,
-                    },
-                    seed,
-                    ..TrainConfig::default()
+                let reference = ReferenceConfig {
+                    checkpoint: Some(a.out.join(format!("reference-{spec}-seed{seed}.safetensors"))),
+                    epochs: a.fp_epochs,
+                    lr: 0.05,
                 };
+                let config = protocol::fmnist_w2a2(m, a.fraction, a.epochs, seed, reference)?;
                 let run_dir = a.out.join(format!("{spec}-{m}-seed{seed}"));
                 let t0 = Instant::now();
                 let s = Experiment {

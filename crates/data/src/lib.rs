@@ -3,7 +3,8 @@
 //! Image-classification data for quarc's QAT loops, with every batch carrying the dataset index
 //! of each sample (scores and coresets are keyed by it):
 //!
-//! - [`Dataset`] and [`InMemoryDataset`] (u8 pixels, u32 labels), [`Subset`] views;
+//! - [`Dataset`] and [`InMemoryDataset`] (u8 pixels, u32 labels), [`Subset`] views, and a
+//!   seeded class-stratified validation split ([`holdout_split`]);
 //! - loaders for IDX ([`load_idx`], gzipped or raw: MNIST, Fashion-MNIST) and the CIFAR-10/100
 //!   binary versions ([`load_cifar10`], [`load_cifar100`]), validating headers and sizes;
 //! - the Fashion-MNIST subset shipped in the crate ([`fashion_mnist::bundled_subset`]) and the
@@ -32,6 +33,7 @@ mod cifar;
 mod dataset;
 mod error;
 pub mod fashion_mnist;
+mod holdout;
 mod idx;
 mod loader;
 mod noise;
@@ -41,6 +43,7 @@ pub use augment::{Augment, Normalize};
 pub use cifar::{Cifar100Labels, Split, load_cifar10, load_cifar100, write_cifar10_bin, write_cifar100_bin};
 pub use dataset::{Dataset, ImageShape, InMemoryDataset};
 pub use error::{Error, Result};
+pub use holdout::holdout_split;
 pub use idx::{from_idx_bytes, load_idx, parse_images, parse_labels, write_idx};
 pub use loader::{Batch, BatchIter, BatchLoader, LoaderConfig};
 pub use noise::{NoiseKind, NoisyLabels};

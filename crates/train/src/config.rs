@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use quarc_coreset::BetaSchedule;
+use quarc_coreset::{BetaSchedule, Normalization};
 use quarc_correction::{CascadeMode, SoftmaxAxis};
 use quarc_quant_core::QatConfig;
 use serde::{Deserialize, Serialize};
@@ -214,6 +214,9 @@ pub struct TrainConfig {
     pub beta_schedule: BetaSchedule,
     /// λ of QuaRC's RES term.
     pub quarc_lambda: f64,
+    /// How ACS rescales its EVS and DS columns before mixing them (raw by default: both lie in
+    /// [0, √2]).
+    pub score_normalization: Normalization,
     /// Class-balanced selection.
     pub class_balanced: bool,
     /// Top-k (keep the highest scores) or coverage-centric stratified selection (CCS).
@@ -253,6 +256,7 @@ impl Default for TrainConfig {
             select_every: 5,
             beta_schedule: BetaSchedule::PaperCosine,
             quarc_lambda: 1.0,
+            score_normalization: Normalization::None,
             class_balanced: true,
             selector: SelectorKind::TopK,
             epochs: 20,

@@ -36,6 +36,7 @@ mod config;
 mod error;
 mod method;
 mod optim;
+pub mod protocol;
 pub mod report;
 mod schedule;
 mod trainer;

@@ -29,13 +29,13 @@ pub fn build_coreset(config: &TrainConfig, labels: Vec<u32>) -> Result<Option<Co
         )?),
         Method::Evs => Box::new(ErrorVector),
         Method::Ds => Box::new(Disagreement),
-        Method::Acs => Box::new(Annealed::acs_with(config.beta_schedule, Normalization::None)),
+        Method::Acs => Box::new(Annealed::acs_with(config.beta_schedule, config.score_normalization)),
         Method::Res => Box::new(RelativeEntropy::default()),
         Method::Quarc => Box::new(WeightedSum::new(
             vec![
                 (
                     1.0,
-                    Box::new(Annealed::acs_with(config.beta_schedule, Normalization::None)),
+                    Box::new(Annealed::acs_with(config.beta_schedule, config.score_normalization)),
                 ),
                 (config.quarc_lambda, Box::new(RelativeEntropy::default())),
             ],

@@ -1,0 +1,77 @@
+//! Named experiment protocols: the exact configurations behind the tables in docs/results.md,
+//! so the table, the robustness and the tuning examples cannot drift apart.
+
+use quarc_correction::SoftmaxAxis;
+
+use crate::{ClcConfig, ClcLoss, Method, ObjectiveConfig, ReferenceConfig, Result, SelectorKind, TrainConfig};
+
+/// The FMNIST-W2A2 protocol (docs/results.md) for one method spec: `SmallCnn`, LSQ W2A2 on the
+/// middle layers, KD (T = 1) + CE, SGD momentum 0.9, cosine LR, `epochs` over the current
+/// coreset, batch 128, R = 5, class-balanced selection.
+///
+/// `spec` is a [`Method`] name, optionally followed by `+clc` (Cascaded Layer Correction on
+/// `conv2` and `conv3`, feature KL after global pooling, β = 1) and/or `+ccs` (coverage-centric
+/// stratified selection over the method's score: 50 strata, hardest 10 % pruned). Full-data QAT
+/// ignores `fraction`.
+///
+/// ```
+/// use quarc_train::{protocol, Method, ReferenceConfig, SelectorKind};
+/// let c = protocol::fmnist_w2a2("acs+ccs", 0.01, 20, 3, ReferenceConfig::default())?;
+/// assert_eq!((c.method, c.fraction, c.seed, c.select_every), (Method::Acs, 0.01, 3, 5));
+/// assert!(matches!(c.selector, SelectorKind::Stratified { bins: 50, .. }) && c.objective.clc.is_none());
+/// assert_eq!(protocol::fmnist_w2a2("full", 0.01, 20, 0, ReferenceConfig::default())?.fraction, 1.0);
+/// let clc = protocol::fmnist_w2a2("quarc+clc", 0.1, 20, 0, ReferenceConfig::default())?.objective.clc.unwrap();
+/// assert_eq!((clc.layers, clc.beta), (vec!["conv2".to_string(), "conv3".into()], 1.0));
+/// assert!(protocol::fmnist_w2a2("nope", 0.1, 20, 0, ReferenceConfig::default()).is_err());
+/// assert!(protocol::fmnist_w2a2("acs+foo", 0.1, 20, 0, ReferenceConfig::default()).is_err());
+/// assert!(protocol::fmnist_w2a2("acs", 1.5, 20, 0, ReferenceConfig::default()).is_err());
+/// # Ok::<(), quarc_train::Error>(())
+/// ```
+pub fn fmnist_w2a2(
+    spec: &str,
+    fraction: f64,
+    epochs: usize,
+    seed: u64,
+    reference: ReferenceConfig,
+) -> Result<TrainConfig> {
+    let (clc, ccs) = (spec.contains("+clc"), spec.contains("+ccs"));
+    let base = spec.split('+').next().unwrap_or(spec);
+    let method = Method::parse(base)?;
+    if let Some(extra) = spec.split('+').skip(1).find(|p| *p != "clc" && *p != "ccs") {
+        return Err(crate::Error::InvalidConfig(format!(
+            "unknown method suffix `+{extra}` in `{spec}`; use +clc and/or +ccs"
+        )));
+    }
+    let config = TrainConfig {
+        method,
+        fraction: if method == Method::Full { 1.0 } else { fraction },
+        epochs,
+        select_every: 5,
+        batch_size: 128,
+        eval_batch_size: 1000,
+        objective: ObjectiveConfig {
+            clc: clc.then(|| ClcConfig {
+                layers: vec!["conv2".into(), "conv3".into()],
+                beta: 1.0,
+                loss: ClcLoss::FeatureKl {
+                    axis: SoftmaxAxis::ChannelAfterGap,
+                },
+                mode: Default::default(),
+            }),
+            ..Default::default()
+        },
+        selector: if ccs {
+            SelectorKind::Stratified {
+                bins: 50,
+                prune_fraction: 0.1,
+            }
+        } else {
+            SelectorKind::TopK
+        },
+        reference,
+        seed,
+        ..TrainConfig::default()
+    };
+    config.validate()?;
+    Ok(config)
+}
