@@ -189,11 +189,11 @@ proptest! {
     #[test]
     fn depthwise_conv_agrees_with_candle(
         batch in 1usize..=5, c in 1usize..=40, k in prop::sample::select(vec![1usize, 3, 5]),
-        extra in 0usize..9, stride in 1usize..=2, padding in 0usize..=2, seed in 0u64..1000,
+        extra in 0usize..9, stride in 1usize..=2, padding in 0usize..=2, dilation in 1usize..=2, seed in 0u64..1000,
     ) {
         let h = (k + extra).saturating_sub(padding).max(1);
-        prop_assume!(h + 2 * padding >= k);
-        check(batch, c, c, h, h + 2, k, Conv2dParams { padding, stride, dilation: 1, groups: c }, seed);
+        prop_assume!(h + 2 * padding >= dilation * (k - 1) + 1);
+        check(batch, c, c, h, h + 2, k, Conv2dParams { padding, stride, dilation, groups: c }, seed);
     }
 }
 
@@ -360,16 +360,19 @@ fn results_do_not_depend_on_the_thread_count() {
     };
     let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (37, 8, 6, 6), &dev).unwrap()).unwrap();
     let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (16, 8, 3, 3), &dev).unwrap()).unwrap();
-    let once = |threads: usize| {
+    let wd = Var::from_tensor(&Tensor::randn(0f32, 1.0, (8, 1, 3, 3), &dev).unwrap()).unwrap();
+    let depthwise = Conv2dParams { groups: 8, ..p };
+    let once = |threads: usize, w: &Var, p: &Conv2dParams| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| {
-            let y = conv2d(&x, &w, &p).unwrap();
+            let y = conv2d(&x, w, p).unwrap();
             let g = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
             let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            (flat(&y), flat(g.get(&x).unwrap()), flat(g.get(&w).unwrap()))
+            (flat(&y), flat(g.get(&x).unwrap()), flat(g.get(w).unwrap()))
         })
     };
-    assert_eq!(once(1), once(3));
+    assert_eq!(once(1, &w, &p), once(3, &w, &p));
+    assert_eq!(once(1, &wd, &depthwise), once(3, &wd, &depthwise));
 }
 
 #[test]

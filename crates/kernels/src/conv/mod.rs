@@ -5,7 +5,7 @@
 //! |---|---|
 //! | dense (`groups = 1`), any kernel, stride, padding, dilation | im2col + AVX-512/AVX2 GEMM, images batched into one GEMM when the output plane is small |
 //! | 1×1, stride 1, unpadded | the input is the GEMM operand (no im2col) |
-//! | depthwise (`groups = c_in = c_out`) | direct loop per channel plane |
+//! | depthwise (`groups = c_in = c_out`) | direct loop over a padded channels-last copy of each image, vectorised over channels |
 //! | anything else, non-f32, CUDA, Metal | candle's `Tensor::conv2d` |
 
 use std::sync::atomic::{AtomicU8, Ordering};
