@@ -5,8 +5,8 @@
 //!
 //! - [`conv2d`]: a training convolution — forward, input gradient and weight gradient — by
 //!   im2col + the `gemm` crate's AVX-512 kernels (feature `x86-v4`, picked at run time),
-//!   pointwise convs as a plain GEMM and depthwise convs as a direct loop. Deterministic for any
-//!   thread count.
+//!   Winograd F(2×2, 3×3) for stride-1 3×3 layers, pointwise convs as a plain GEMM and depthwise
+//!   convs as a direct loop vectorised over channels. Deterministic for any thread count.
 //! - [`batch_norm`]: training-mode BatchNorm with a fused ReLU/ReLU6, closed-form backward.
 //! - [`fake_quant`]: the fused fake-quant forward and closed-form backward (LSQ, LSQ+, PACT,
 //!   uniform) over plain slices, which `quarc-quant-core` wraps as candle custom ops.
@@ -40,6 +40,6 @@ pub use batch_norm::{
     Activation, BatchStats, batch_norm_train, batch_norm_train_reference, channel_affine, channel_affine_reference,
 };
 pub use conv::{
-    Conv2dParams, CpuConvEngine, conv2d, conv2d_grad_input, conv2d_grad_weight, conv2d_reference, cpu_engine,
-    runs_fast_path, set_cpu_engine,
+    Conv2dParams, CpuConvEngine, WinogradPolicy, conv2d, conv2d_grad_input, conv2d_grad_weight, conv2d_reference,
+    cpu_engine, runs_fast_path, set_cpu_engine, set_winograd, winograd_policy,
 };

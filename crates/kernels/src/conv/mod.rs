@@ -5,6 +5,7 @@
 //! |---|---|
 //! | dense (`groups = 1`), any kernel, stride, padding, dilation | im2col + AVX-512/AVX2 GEMM, images batched into one GEMM when the output plane is small |
 //! | 1×1, stride 1, unpadded | the input is the GEMM operand (no im2col) |
+//! | 3×3, stride 1, ≥ 256 channels in and out (forward and input gradient) | Winograd F(2×2, 3×3): 16 GEMMs over transformed tiles ([`WinogradPolicy`]; `QUARC_WINOGRAD=off`/`always`) |
 //! | depthwise (`groups = c_in = c_out`) | direct loop over a padded channels-last copy of each image, vectorised over channels |
 //! | anything else, non-f32, CUDA, Metal | candle's `Tensor::conv2d` |
 
@@ -17,6 +18,7 @@ mod depthwise;
 mod geometry;
 mod im2col;
 mod op;
+mod winograd;
 
 pub use geometry::{ConvGeometry, ConvKind};
 
@@ -84,6 +86,55 @@ pub fn set_cpu_engine(engine: CpuConvEngine) {
         if engine == CpuConvEngine::Quarc { QUARC } else { CANDLE },
         Ordering::Relaxed,
     );
+}
+
+/// When stride-1 3×3 convolutions use Winograd F(2×2, 3×3) (forward pass and input gradient)
+/// instead of im2col.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WinogradPolicy {
+    /// Never.
+    Off,
+    /// Where it measured faster on a 2-core AVX-512 machine: ≥ 256 channels in and out
+    /// (docs/performance.md has the A/B table). The default.
+    Auto,
+    /// For every eligible shape (≥ 1 channel): tests and benchmarks.
+    Always,
+}
+
+const POLICY_UNSET: u8 = 0;
+const POLICY_OFF: u8 = 1;
+const POLICY_AUTO: u8 = 2;
+const POLICY_ALWAYS: u8 = 3;
+static WINOGRAD: AtomicU8 = AtomicU8::new(POLICY_UNSET);
+
+/// The Winograd policy: set by [`set_winograd`], else from the environment variable
+/// `QUARC_WINOGRAD` (`0`/`off`, `always`; anything else or unset: auto).
+pub fn winograd_policy() -> WinogradPolicy {
+    match WINOGRAD.load(Ordering::Relaxed) {
+        POLICY_OFF => WinogradPolicy::Off,
+        POLICY_AUTO => WinogradPolicy::Auto,
+        POLICY_ALWAYS => WinogradPolicy::Always,
+        _ => {
+            let v = std::env::var("QUARC_WINOGRAD").unwrap_or_default().to_ascii_lowercase();
+            let policy = match v.trim() {
+                "0" | "off" => WinogradPolicy::Off,
+                "always" => WinogradPolicy::Always,
+                _ => WinogradPolicy::Auto,
+            };
+            set_winograd(policy);
+            policy
+        }
+    }
+}
+
+/// Sets the Winograd policy for all later CPU convolutions in this process.
+pub fn set_winograd(policy: WinogradPolicy) {
+    let v = match policy {
+        WinogradPolicy::Off => POLICY_OFF,
+        WinogradPolicy::Auto => POLICY_AUTO,
+        WinogradPolicy::Always => POLICY_ALWAYS,
+    };
+    WINOGRAD.store(v, Ordering::Relaxed);
 }
 
 /// Whether [`conv2d`] runs this crate's kernels for these arguments (CPU, f32, dense or

@@ -3,7 +3,7 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
 use super::geometry::{ConvGeometry, ConvKind};
-use super::{Conv2dParams, dense, depthwise};
+use super::{Conv2dParams, dense, depthwise, winograd, winograd_policy};
 use crate::storage::f32_slice;
 
 fn dims4(l: &Layout, what: &str) -> candle_core::Result<(usize, usize, usize, usize)> {
@@ -69,6 +69,7 @@ impl CustomOp2 for Forward {
         let mut out = vec![0.0f32; g.batch * g.c_out * g.p_out()];
         match kind {
             _ if g.batch == 0 => {}
+            ConvKind::Dense if winograd::applies(&g, winograd_policy()) => winograd::forward(&g, x, w, &mut out),
             ConvKind::Dense => dense::forward(&g, x, w, &mut out),
             ConvKind::Depthwise => depthwise::forward(&g, x, w, &mut out),
         }
@@ -143,6 +144,7 @@ impl CustomOp2 for GradInput {
         let mut dx = vec![0.0f32; batch * c_in * g.p_in()];
         match kind {
             _ if g.batch == 0 => {}
+            ConvKind::Dense if winograd::applies(&g, winograd_policy()) => winograd::grad_input(&g, dy, w, &mut dx),
             ConvKind::Dense => dense::grad_input(&g, dy, w, &mut dx),
             ConvKind::Depthwise => depthwise::grad_input(&g, dy, w, &mut dx),
         }

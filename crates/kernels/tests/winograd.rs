@@ -1,0 +1,101 @@
+//! Winograd F(2×2, 3×3) against an f64 direct loop and against im2col: forward and input
+//! gradient over random shapes (1e-4 relative), its f32 error on ResNet-18's layer shapes, and
+//! determinism across thread counts. Its own test binary, because it switches the process-wide
+//! Winograd setting.
+
+mod common;
+
+use std::sync::{Mutex, MutexGuard};
+
+use candle_core::{Tensor, Var};
+use common::{naive, rel_err64, seeded};
+use proptest::prelude::*;
+use quarc_kernels::{Conv2dParams, WinogradPolicy, conv2d, set_winograd};
+
+/// Tests here switch the process-wide Winograd setting: they take turns.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `(y, dx, dw)` of `Σ conv2d(x, w) · upstream` through the fast path.
+fn fast(x: &Tensor, w: &Tensor, up: &Tensor, p: &Conv2dParams) -> (Tensor, Tensor, Tensor) {
+    let (xv, wv) = (Var::from_tensor(x).unwrap(), Var::from_tensor(w).unwrap());
+    let y = conv2d(&xv, &wv, p).unwrap();
+    let g = (&y * up).unwrap().sum_all().unwrap().backward().unwrap();
+    (y, g.get(&xv).unwrap().clone(), g.get(&wv).unwrap().clone())
+}
+
+/// Max relative errors of `(y, dx)` against the f64 loop, with Winograd on and off.
+fn errors(batch: usize, c_in: usize, c_out: usize, h: usize, w: usize, pad: usize, seed: u64) -> [(f64, f64); 2] {
+    let p = Conv2dParams {
+        padding: pad,
+        ..Default::default()
+    };
+    let x = seeded(seed, &[batch, c_in, h, w], 1.0);
+    let wt = seeded(seed + 1, &[c_out, c_in, 3, 3], 0.5);
+    let up = seeded(seed + 2, &[batch, c_out, h + 2 * pad - 2, w + 2 * pad - 2], 1.0);
+    let (ny, ndx, _) = naive(&x, &wt, &up, &p);
+    let mut out = [(0.0, 0.0); 2];
+    for (slot, policy) in out.iter_mut().zip([WinogradPolicy::Always, WinogradPolicy::Off]) {
+        set_winograd(policy);
+        let (y, dx, _) = fast(&x, &wt, &up, &p);
+        *slot = (rel_err64(&y, &ny), rel_err64(&dx, &ndx));
+    }
+    set_winograd(WinogradPolicy::Always);
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn winograd_agrees_with_the_f64_direct_sum(
+        batch in 1usize..=5, c_in in 1usize..=40, c_out in 1usize..=40,
+        h in 1usize..12, w in 1usize..12, pad in 0usize..=2, seed in 0u64..1000,
+    ) {
+        prop_assume!(h + 2 * pad >= 3 && w + 2 * pad >= 3);
+        let _turn = serial();
+        let [(wy, wdx), (iy, idx)] = errors(batch, c_in, c_out, h, w, pad, seed);
+        prop_assert!(wy < 1e-4 && wdx < 1e-4, "winograd y {wy:e} dx {wdx:e}");
+        prop_assert!(iy < 1e-5 && idx < 1e-5, "im2col y {iy:e} dx {idx:e}");
+    }
+}
+
+#[test]
+fn winograd_error_on_resnet18_layers_is_bounded() {
+    // ResNet-18's stride-1 3×3 layers at batch 1 (the f64 loop is the cost), unit-scale inputs.
+    let _turn = serial();
+    let mut worst = 0.0f64;
+    for (i, &(c, hw)) in [(64usize, 32usize), (128, 16), (256, 8), (512, 4)].iter().enumerate() {
+        let [(wy, wdx), (iy, idx)] = errors(1, c, c, hw, hw, 1, 40 + i as u64);
+        println!("{c}x{c}@{hw}: winograd y {wy:.2e} dx {wdx:.2e}; im2col y {iy:.2e} dx {idx:.2e}");
+        // F(2×2, 3×3) adds and halves only: within a small factor of im2col's own f32 error.
+        assert!(wy < 1e-5 && wdx < 1e-5, "winograd error {wy:e} / {wdx:e} on {c}@{hw}");
+        worst = worst.max(wy).max(wdx);
+    }
+    assert!(worst > 0.0, "the comparison must see some f32 rounding");
+}
+
+#[test]
+fn winograd_results_do_not_depend_on_the_thread_count() {
+    let p = Conv2dParams {
+        padding: 1,
+        ..Default::default()
+    };
+    let x = seeded(7, &[9, 16, 7, 10], 1.0);
+    let w = seeded(8, &[24, 16, 3, 3], 0.5);
+    let up = seeded(9, &[9, 24, 7, 10], 1.0);
+    let _turn = serial();
+    set_winograd(WinogradPolicy::Always);
+    let once = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let (y, dx, dw) = fast(&x, &w, &up, &p);
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            (flat(&y), flat(&dx), flat(&dw))
+        })
+    };
+    assert_eq!(once(1), once(3));
+}
