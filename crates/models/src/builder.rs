@@ -173,24 +173,26 @@ impl ConvBn {
     /// conv → BN → `act`. With batch statistics (training, calibration) the BatchNorm and the
     /// activation run as one fused op and the running statistics take a step (momentum as
     /// configured, unbiased variance, as PyTorch); in evaluation BatchNorm is the per-channel
-    /// affine of the running statistics.
+    /// affine of the running statistics, applied with the activation inside the conv's own pass
+    /// (`QConv2d::forward_affine_act`).
     pub fn forward_act(&self, x: &Tensor, mode: Mode, act: Activation) -> Result<Tensor> {
         if mode == Mode::Calibrate {
             self.conv.calibrate(x)?;
         }
-        let y = self.conv.forward_t(x, mode.train())?;
         let (gamma, beta) = self
             .bn
             .weight_and_bias()
             .ok_or_else(|| crate::Error::InvalidConfig("ConvBn needs an affine BatchNorm".to_string()))?;
         if mode.batch_statistics() {
+            let y = self.conv.forward_t(x, mode.train())?;
             let (out, stats) = quarc_kernels::batch_norm_train(&y, gamma, beta, self.bn.eps(), act)?;
             self.update_running(&stats)?;
             Ok(out)
         } else {
+            // Running statistics: BatchNorm is a per-channel affine, folded into the conv's pass.
             let scale = (gamma / (self.running_var.as_tensor().detach() + self.bn.eps())?.sqrt()?)?;
             let shift = (beta - (self.running_mean.as_tensor().detach() * &scale)?)?;
-            Ok(quarc_kernels::channel_affine(&y, &scale, &shift, act)?)
+            Ok(self.conv.forward_affine_act(x, &scale, &shift, act, mode.train())?)
         }
     }
 

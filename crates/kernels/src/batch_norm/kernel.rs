@@ -76,6 +76,20 @@ pub fn normalize(x: &[f32], s: BnShape, scale: &[f32], shift: &[f32], act: Activ
         });
 }
 
+/// `y = act(y · scale[c] + shift[c])` in place on whole `c × hw` images, on the calling thread
+/// (the epilogue of a convolution chunk; the same arithmetic as [`normalize`], so the fused and
+/// the separate pass agree bit for bit).
+pub fn affine_in_place(y: &mut [f32], c: usize, hw: usize, scale: &[f32], shift: &[f32], act: Activation) {
+    for (plane, yo) in y.chunks_exact_mut(hw).enumerate() {
+        let (a, b) = (scale[plane % c], shift[plane % c]);
+        match act {
+            Activation::Identity => yo.iter_mut().for_each(|o| *o = *o * a + b),
+            Activation::Relu => yo.iter_mut().for_each(|o| *o = (*o * a + b).max(0.0)),
+            Activation::Relu6 => yo.iter_mut().for_each(|o| *o = (*o * a + b).clamp(0.0, 6.0)),
+        }
+    }
+}
+
 /// Whether the activation passes the gradient at output value `y`.
 #[inline(always)]
 fn passes(act: Activation, y: f32) -> f32 {

@@ -8,6 +8,7 @@
 
 use rayon::prelude::*;
 
+use super::epilogue::{Epilogue, finish};
 use super::geometry::ConvGeometry;
 use super::im2col::{col2im_add, im2col};
 use crate::gemm::{MatRef, matmul};
@@ -58,8 +59,9 @@ fn scatter(src: &[f32], n: usize, c: usize, p: usize, dst: &mut [f32]) {
     }
 }
 
-/// `out = conv(x, w)`: `x` is `batch × c_in × h × w`, `w` is `c_out × c_in × kh × kw`.
-pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32]) {
+/// `out = conv(x, w)` (then `epi`, chunk by chunk): `x` is `batch × c_in × h × w`, `w` is
+/// `c_out × c_in × kh × kw`.
+pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32], epi: Option<&Epilogue<'_>>) {
     let (k, p) = (g.k_dim(), g.p_out());
     let nb = images_per_chunk(g);
     let (img_in, img_out) = (g.c_in * g.p_in(), g.c_out * p);
@@ -72,17 +74,18 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32]) {
                 let n = xs.len() / img_in;
                 if n == 1 && g.is_pointwise() {
                     matmul(o, p, wm, MatRef::row_major(xs, k, p), false);
-                    return;
-                }
-                unfold(g, xs, n, col);
-                let cm = MatRef::row_major(col, k, n * p);
-                if n == 1 {
-                    matmul(o, p, wm, cm, false);
                 } else {
-                    tmp.resize(g.c_out * n * p, 0.0);
-                    matmul(tmp, n * p, wm, cm, false);
-                    scatter(tmp, n, g.c_out, p, o);
+                    unfold(g, xs, n, col);
+                    let cm = MatRef::row_major(col, k, n * p);
+                    if n == 1 {
+                        matmul(o, p, wm, cm, false);
+                    } else {
+                        tmp.resize(g.c_out * n * p, 0.0);
+                        matmul(tmp, n * p, wm, cm, false);
+                        scatter(tmp, n, g.c_out, p, o);
+                    }
                 }
+                finish(epi, o, g.c_out, p);
             },
         );
 }

@@ -11,6 +11,7 @@
 
 use rayon::prelude::*;
 
+use super::epilogue::{Epilogue, finish};
 use super::geometry::ConvGeometry;
 
 /// Weight-gradient partial sums over the batch (reduced in order).
@@ -96,8 +97,8 @@ fn for_each_tap(g: &ConvGeometry, mut f: impl FnMut(usize, usize, usize)) {
     }
 }
 
-/// `out[b, c] = x[b, c] ⋆ w[c]`.
-pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32]) {
+/// `out[b, c] = x[b, c] ⋆ w[c]`, then `epi` per image.
+pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32], epi: Option<&Epilogue<'_>>) {
     let (c, po) = (g.c_in, g.p_out());
     let wt = taps_by_channel(g, w);
     out.par_chunks_mut(c * po)
@@ -116,6 +117,7 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32]) {
                     }
                 });
                 to_chw(ob, c, po, o);
+                finish(epi, o, c, po);
             },
         );
 }

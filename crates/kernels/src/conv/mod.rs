@@ -13,8 +13,11 @@ use std::sync::atomic::{AtomicU8, Ordering};
 
 use candle_core::{DType, Tensor};
 
+use crate::batch_norm::{Activation, channel_affine, channel_affine_reference};
+
 mod dense;
 mod depthwise;
+mod epilogue;
 mod geometry;
 mod im2col;
 mod op;
@@ -165,6 +168,59 @@ pub fn conv2d(x: &Tensor, w: &Tensor, params: &Conv2dParams) -> candle_core::Res
     } else {
         conv2d_reference(x, w, params)
     }
+}
+
+/// `act(conv2d(x, w) · scale[o] + shift[o])`: a convolution followed by evaluation-mode
+/// BatchNorm (as a per-output-channel affine) and an activation, in one pass on CPU — the
+/// affine and the activation run on each output chunk while it is still in cache. Bit for bit
+/// the result of [`conv2d`] followed by [`channel_affine`]; differentiable in all four inputs
+/// (the backward is composed and recomputes the convolution). Other devices and dtypes run
+/// exactly that composition.
+///
+/// ```
+/// use candle_core::{Device, Tensor};
+/// use quarc_kernels::{Activation, Conv2dParams, channel_affine, conv2d, conv2d_affine_act};
+/// let dev = Device::Cpu;
+/// let x = Tensor::randn(0f32, 1.0, (2, 3, 8, 8), &dev)?;
+/// let w = Tensor::randn(0f32, 0.5, (4, 3, 3, 3), &dev)?;
+/// let (scale, shift) = (Tensor::new(&[1.0f32, 0.5, 2.0, -1.0], &dev)?, Tensor::new(&[0.1f32, 0.0, -0.2, 0.3], &dev)?);
+/// let p = Conv2dParams { padding: 1, ..Default::default() };
+/// let fused = conv2d_affine_act(&x, &w, &scale, &shift, Activation::Relu, &p)?;
+/// let separate = channel_affine(&conv2d(&x, &w, &p)?, &scale, &shift, Activation::Relu)?;
+/// assert_eq!(fused.flatten_all()?.to_vec1::<f32>()?, separate.flatten_all()?.to_vec1::<f32>()?);
+/// # Ok::<(), candle_core::Error>(())
+/// ```
+pub fn conv2d_affine_act(
+    x: &Tensor,
+    w: &Tensor,
+    scale: &Tensor,
+    shift: &Tensor,
+    act: Activation,
+    params: &Conv2dParams,
+) -> candle_core::Result<Tensor> {
+    let c_out = w.dim(0)?;
+    let affine_ok = [scale, shift]
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && t.dims() == [c_out]);
+    if runs_fast_path(x, w, params) && affine_ok {
+        let ss = Tensor::stack(&[scale, shift], 0)?;
+        x.contiguous()?
+            .apply_op3(&w.contiguous()?, &ss, op::ForwardAffine { params: *params, act })
+    } else {
+        channel_affine(&conv2d(x, w, params)?, scale, shift, act)
+    }
+}
+
+/// candle's composed conv2d → affine → activation (the reference of [`conv2d_affine_act`]).
+pub fn conv2d_affine_act_reference(
+    x: &Tensor,
+    w: &Tensor,
+    scale: &Tensor,
+    shift: &Tensor,
+    act: Activation,
+    params: &Conv2dParams,
+) -> candle_core::Result<Tensor> {
+    channel_affine_reference(&conv2d_reference(x, w, params)?, scale, shift, act)
 }
 
 /// candle's composed `conv2d` (the reference every fast path is tested against).

@@ -1,9 +1,11 @@
 //! The candle custom ops: forward, input gradient and weight gradient.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
+use super::epilogue::Epilogue;
 use super::geometry::{ConvGeometry, ConvKind};
 use super::{Conv2dParams, dense, depthwise, winograd, winograd_policy};
+use crate::batch_norm::Activation;
 use crate::storage::f32_slice;
 
 fn dims4(l: &Layout, what: &str) -> candle_core::Result<(usize, usize, usize, usize)> {
@@ -44,6 +46,27 @@ pub(crate) fn geometry(
     Ok((g, kind))
 }
 
+/// Runs the forward algorithm the geometry calls for, then `epi` on each output chunk.
+fn forward_storage(
+    g: &ConvGeometry,
+    kind: ConvKind,
+    x: &[f32],
+    w: &[f32],
+    epi: Option<&Epilogue<'_>>,
+) -> (CpuStorage, Shape) {
+    let mut out = vec![0.0f32; g.batch * g.c_out * g.p_out()];
+    match kind {
+        _ if g.batch == 0 => {}
+        ConvKind::Dense if winograd::applies(g, winograd_policy()) => winograd::forward(g, x, w, &mut out, epi),
+        ConvKind::Dense => dense::forward(g, x, w, &mut out, epi),
+        ConvKind::Depthwise => depthwise::forward(g, x, w, &mut out, epi),
+    }
+    (
+        CpuStorage::F32(out),
+        Shape::from((g.batch, g.c_out, g.h_out(), g.w_out())),
+    )
+}
+
 /// `conv2d(x, w)`, differentiable in both arguments.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Forward(pub Conv2dParams);
@@ -66,17 +89,7 @@ impl CustomOp2 for Forward {
             f32_slice(s1, l1, "quarc conv2d", "input")?,
             f32_slice(s2, l2, "quarc conv2d", "weight")?,
         );
-        let mut out = vec![0.0f32; g.batch * g.c_out * g.p_out()];
-        match kind {
-            _ if g.batch == 0 => {}
-            ConvKind::Dense if winograd::applies(&g, winograd_policy()) => winograd::forward(&g, x, w, &mut out),
-            ConvKind::Dense => dense::forward(&g, x, w, &mut out),
-            ConvKind::Depthwise => depthwise::forward(&g, x, w, &mut out),
-        }
-        Ok((
-            CpuStorage::F32(out),
-            Shape::from((g.batch, g.c_out, g.h_out(), g.w_out())),
-        ))
+        Ok(forward_storage(&g, kind, x, w, None))
     }
 
     fn bwd(
@@ -194,5 +207,74 @@ impl CustomOp2 for GradWeight {
             ConvKind::Depthwise => depthwise::grad_weight(&g, x, dy, &mut dw),
         }
         Ok((CpuStorage::F32(dw), Shape::from((c_out, c_in_g, self.kh, self.kw))))
+    }
+}
+
+/// `(x, w, [scale; shift]) ↦ act(conv2d(x, w) · scale + shift)`, differentiable in all three.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ForwardAffine {
+    pub params: Conv2dParams,
+    pub act: Activation,
+}
+
+impl CustomOp3 for ForwardAffine {
+    fn name(&self) -> &'static str {
+        "quarc-conv2d-affine-act"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (g, kind) =
+            geometry(dims4(l1, "input")?, dims4(l2, "weight")?, &self.params).map_err(candle_core::Error::msg)?;
+        let (x, w, ss) = (
+            f32_slice(s1, l1, "quarc conv2d", "input")?,
+            f32_slice(s2, l2, "quarc conv2d", "weight")?,
+            f32_slice(s3, l3, "quarc conv2d", "scale and shift")?,
+        );
+        if ss.len() != 2 * g.c_out {
+            candle_core::bail!(
+                "quarc conv2d: scale and shift need {} values each, got {:?}",
+                g.c_out,
+                l3.shape()
+            );
+        }
+        let epi = Epilogue {
+            scale: &ss[..g.c_out],
+            shift: &ss[g.c_out..],
+            act: self.act,
+        };
+        Ok(forward_storage(&g, kind, x, w, Some(&epi)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        ss: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // g = grad · act'(y); the convolution sees g · scale; scale sees Σ g · conv; shift Σ g.
+        let c = w.dim(0)?;
+        let mask = |t: Tensor| t.to_dtype(grad.dtype());
+        let g = match self.act {
+            Activation::Identity => grad.clone(),
+            Activation::Relu => (grad * mask(res.gt(0.0)?)?)?,
+            Activation::Relu6 => (grad * (mask(res.gt(0.0)?)? * mask(res.lt(6.0)?)?)?)?,
+        };
+        let scale = ss.get(0)?.reshape((1, c, 1, 1))?;
+        let dconv = g.broadcast_mul(&scale)?.contiguous()?;
+        let (dx, dw) = Forward(self.params).bwd(x, w, &dconv, &dconv)?;
+        let conv = x.apply_op2_no_bwd(w, &Forward(self.params))?;
+        let dscale = (&g * &conv)?.sum((0, 2, 3))?;
+        let dshift = g.sum((0, 2, 3))?;
+        Ok((dx, dw, Some(Tensor::stack(&[dscale, dshift], 0)?)))
     }
 }

@@ -17,6 +17,7 @@
 use rayon::prelude::*;
 
 use super::WinogradPolicy;
+use super::epilogue::{Epilogue, finish};
 use super::geometry::ConvGeometry;
 use crate::gemm::{MatRef, matmul};
 
@@ -221,7 +222,7 @@ fn transform_output(p: &Plan, m: &[f32], st: Strides, t0: usize, out: &mut [f32]
 
 /// Runs the plan over every image in `x` (`batch × c_in × h × w`), `u` being the transformed
 /// filter; `out` is `batch × c_out × ho × wo`.
-fn run(p: &Plan, x: &[f32], u: &[f32], out: &mut [f32]) {
+fn run(p: &Plan, x: &[f32], u: &[f32], out: &mut [f32], epi: Option<&Epilogue<'_>>) {
     let (img_in, img_out, tiles) = (p.c_in * p.h * p.w, p.c_out * p.ho * p.wo, p.tiles());
     let nb = p.images_per_chunk();
     let (mut v, mut m) = (Vec::new(), Vec::new());
@@ -242,17 +243,18 @@ fn run(p: &Plan, x: &[f32], u: &[f32], out: &mut [f32]) {
             let vx = MatRef::strided(&v[xi * st.row..], p.c_in, st.tiles, 16 * st.row, 1);
             matmul(mx, st.row, a, vx, false);
         });
-        os.par_chunks_mut(img_out)
-            .enumerate()
-            .for_each(|(b, o)| transform_output(p, &m, st, b * tiles, o));
+        os.par_chunks_mut(img_out).enumerate().for_each(|(b, o)| {
+            transform_output(p, &m, st, b * tiles, o);
+            finish(epi, o, p.c_out, p.ho * p.wo);
+        });
     }
 }
 
-/// `out = conv(x, w)` for a geometry where [`applies`] holds.
-pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32]) {
+/// `out = conv(x, w)`, then `epi` per image, for a geometry where [`applies`] holds.
+pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32], epi: Option<&Epilogue<'_>>) {
     let plan = Plan::new(g.c_in, g.c_out, g.h, g.w, g.padding);
     let u = transform_filter(w, g.c_out, g.c_in);
-    run(&plan, x, &u, out);
+    run(&plan, x, &u, out, epi);
 }
 
 /// `dx = convᵀ(dy, w)` for a geometry where [`applies`] holds: a stride-1 3×3 convolution of
@@ -260,7 +262,7 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32]) {
 pub(crate) fn grad_input(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let plan = Plan::new(g.c_out, g.c_in, g.h_out(), g.w_out(), 2 - g.padding);
     let u = transform_filter(&gradient_filter(w, g.c_out, g.c_in), g.c_in, g.c_out);
-    run(&plan, dy, &u, dx);
+    run(&plan, dy, &u, dx, None);
 }
 
 #[cfg(test)]

@@ -99,19 +99,55 @@ impl QConv2d {
 
     /// Forward pass: quantize the input and the weight, then convolve.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let (x, w) = self.quantized_operands(x, train)?;
+        conv2d_with_bias(&x, &w, self.conv.bias(), &self.params())
+    }
+
+    /// `act(conv(x) · scale + shift)` per output channel in one pass on CPU: the evaluation-mode
+    /// BatchNorm (and activation) that follows this conv, folded into it (see
+    /// [`quarc_kernels::conv2d_affine_act`]); the conv's bias, if any, is folded into `shift`.
+    /// The same values as [`QConv2d::forward_t`] followed by the affine, bit for bit when the
+    /// conv has no bias.
+    pub fn forward_affine_act(
+        &self,
+        x: &Tensor,
+        scale: &Tensor,
+        shift: &Tensor,
+        act: quarc_kernels::Activation,
+        train: bool,
+    ) -> Result<Tensor> {
+        let (x, w) = self.quantized_operands(x, train)?;
+        let shift = match self.conv.bias() {
+            Some(b) => (shift + (b * scale)?)?,
+            None => shift.clone(),
+        };
+        Ok(quarc_kernels::conv2d_affine_act(
+            &x,
+            &w,
+            scale,
+            &shift,
+            act,
+            &self.params(),
+        )?)
+    }
+
+    /// The fake-quantized input and weight.
+    fn quantized_operands(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
         let x = match &self.act_q {
             Some(a) => a.forward_t(x, train)?,
             None => x.clone(),
         };
-        let w = self.quantized_weight(train)?;
+        Ok((x, self.quantized_weight(train)?))
+    }
+
+    fn params(&self) -> quarc_kernels::Conv2dParams {
         let cfg = self.conv.config();
-        let params = quarc_kernels::Conv2dParams {
+        quarc_kernels::Conv2dParams {
             padding: cfg.padding,
             stride: cfg.stride,
             dilation: cfg.dilation,
             groups: cfg.groups,
-        };
-        conv2d_with_bias(&x, &w, self.conv.bias(), &params)
+        }
     }
 
     /// The wrapped full-precision conv.
