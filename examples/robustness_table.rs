@@ -55,6 +55,60 @@ struct Args {
     /// Where to write the Markdown table.
     #[arg(long, default_value = "docs")]
     docs: PathBuf,
+    /// Take the `sym0` rows from the FMNIST-W2A2 table's finished runs at this fraction (its
+    /// `results.jsonl`): with no label noise the protocol, data and seeds are the same, so the
+    /// runs would repeat them exactly. Pass `none` to train them here instead.
+    #[arg(long, default_value = "runs/fmnist_table/results.jsonl")]
+    clean_results: PathBuf,
+    /// Only import the clean rows and rewrite the table from the finished runs; train nothing.
+    #[arg(long)]
+    report_only: bool,
+}
+
+/// The fields of an `fmnist_table` result row that the robustness table reuses.
+#[derive(Clone, Debug, Deserialize)]
+struct CleanRow {
+    method: String,
+    fraction: f64,
+    seed: u64,
+    final_accuracy: f64,
+    wall_secs: f64,
+}
+
+/// Appends a `sym0` row for every finished clean run that the robustness table asks for and
+/// does not have yet.
+fn import_clean_rows(a: &Args, results: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
+    if !a.noise.iter().any(|n| n == "sym0") || a.clean_results.as_os_str() == "none" || !a.clean_results.exists() {
+        return Ok(());
+    }
+    let clean: Vec<CleanRow> = read_jsonl(&a.clean_results)?;
+    for c in clean {
+        let wanted = a.methods.contains(&c.method)
+            && a.seeds.contains(&c.seed)
+            && (c.method == "full" || (c.fraction - a.fraction).abs() < 1e-12);
+        let done: Vec<Row> = read_jsonl(results)?;
+        if !wanted
+            || done
+                .iter()
+                .any(|r| r.noise == "sym0" && r.method == c.method && r.seed == c.seed)
+        {
+            continue;
+        }
+        append_jsonl(
+            results,
+            &Row {
+                noise: "sym0".into(),
+                method: c.method,
+                seed: c.seed,
+                final_accuracy: c.final_accuracy,
+                noisy_share_final_coreset: Some(0.0),
+                dataset_noise_rate: 0.0,
+                wall_secs: c.wall_secs,
+                imported_from: Some(a.clean_results.display().to_string()),
+            },
+        )?;
+    }
+    Ok(())
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -66,6 +120,9 @@ struct Row {
     noisy_share_final_coreset: Option<f64>,
     dataset_noise_rate: f64,
     wall_secs: f64,
+    /// Set when the row is a clean run of the results table (see `--clean-results`).
+    #[serde(default)]
+    imported_from: Option<String>,
 }
 
 fn noise_kind(spec: &str) -> Result<(NoiseKind, f64), String> {
@@ -89,6 +146,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     quarc::runtime::apply_malloc_tunables();
     let a = Args::parse();
     std::fs::create_dir_all(&a.out)?;
+    let results = a.out.join("results.jsonl");
+    import_clean_rows(&a, &results)?;
+    if a.report_only {
+        return write_table(&a, &read_jsonl(&results)?);
+    }
     let load = |split| {
         if a.subset {
             fashion_mnist::bundled_subset(split)
@@ -98,7 +160,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let clean_train: Arc<dyn Dataset> = Arc::new(load(Split::Train)?);
     let test: Arc<dyn Dataset> = Arc::new(load(Split::Test)?);
-    let results = a.out.join("results.jsonl");
     for &seed in &a.seeds {
         for spec in &a.noise {
             let (kind, rate) = noise_kind(spec)?;
@@ -143,6 +204,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         noisy_share_final_coreset: log.last().and_then(|r| r.noise.map(|n| n.selected_noisy_share)),
                         dataset_noise_rate: rate,
                         wall_secs: t0.elapsed().as_secs_f64(),
+                        imported_from: None,
                     },
                 )?;
                 write_table(&a, &read_jsonl(&results)?)?;
@@ -158,14 +220,12 @@ fn write_table(a: &Args, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>>
         groups.entry((r.noise.clone(), r.method.clone())).or_default().push(r);
     }
     let mut md = String::from("# Label-noise robustness (FMNIST-W2A2, 10 % coreset)\n\n");
-    md += &format!(
-        "Command: `cargo run --release --example robustness_table -- --seeds {} --noise {} --methods {}`. Clean test labels; the FP \
-         reference is trained on the noisy labels. `noisy share` is the share of mislabelled samples in the final coreset \
-         (against the data set's rate).\n\n| noise | method | seeds | test accuracy (%) | noisy share of coreset (%) | wall s |\n|---|---|---|---|---|---|\n",
-        a.seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(","),
-        a.noise.join(","),
-        a.methods.join(",")
-    );
+    md += "Command: `cargo run --release --example robustness_table` (seeds 0, 1, 2; noise sym0, sym20, sym40, pair20; \
+         methods random, el2n, evs, ds, acs, res, quarc, quarc+clc, ds+ccs, full); each row appears when its run \
+         finishes (`seeds` says how many). Clean test labels; the FP reference is trained on the noisy labels. \
+         `noisy share` is the share of mislabelled samples in the final coreset (against the data set's rate). \
+         The sym0 rows (*) are the 10 % runs of the FMNIST-W2A2 table (docs/results.md): with no noise the protocol, \
+         data and seeds are identical.\n\n| noise | method | seeds | test accuracy (%) | noisy share of coreset (%) | wall s |\n|---|---|---|---|---|---|\n";
     for ((noise, method), rs) in &groups {
         let acc: Vec<f64> = rs.iter().map(|r| 100.0 * r.final_accuracy).collect();
         let mean = acc.iter().sum::<f64>() / acc.len() as f64;
@@ -186,7 +246,15 @@ fn write_table(a: &Args, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>>
         } else {
             format!("{mean:.2}")
         };
-        md += &format!("| {noise} | {method} | {} | {acc} | {share} | {wall:.0} |\n", rs.len());
+        let star = if rs.iter().any(|r| r.imported_from.is_some()) {
+            "*"
+        } else {
+            ""
+        };
+        md += &format!(
+            "| {noise}{star} | {method} | {} | {acc} | {share} | {wall:.0} |\n",
+            rs.len()
+        );
     }
     std::fs::create_dir_all(&a.docs)?;
     // Hand-written status notes survive every rewrite of the table.
