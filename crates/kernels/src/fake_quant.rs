@@ -86,6 +86,13 @@ fn clamp<T: Float>(v: T, qn: T, qp: T) -> T {
     if v < qn { qn } else { v }
 }
 
+/// One element of the symmetric fake-quant, `s · clamp(round(x / s), qn, qp)` (the forward
+/// kernel's arithmetic; the convolution's fused input packing uses it too).
+#[inline(always)]
+pub(crate) fn quantize<T: Float>(x: T, s: T, qn: T, qp: T) -> T {
+    clamp(x / s, qn, qp).round_even_small() * s
+}
+
 /// Forward pass into `out`. Returns `true` if any input or step was NaN.
 pub fn forward<T: Float>(x: &[T], p: &Params<'_, T>, out: &mut [T]) -> bool {
     debug_assert_eq!(x.len(), out.len());
@@ -103,7 +110,7 @@ pub fn forward<T: Float>(x: &[T], p: &Params<'_, T>, out: &mut [T]) -> bool {
                     None => {
                         for (o, &xi) in os.iter_mut().zip(xs) {
                             nan |= xi.is_nan_value();
-                            *o = clamp(xi / s, p.qn, p.qp).round_even_small() * s;
+                            *o = quantize(xi, s, p.qn, p.qp);
                         }
                     }
                     Some(off) => {

@@ -40,7 +40,7 @@ pub use batch_norm::{
     Activation, BatchStats, batch_norm_train, batch_norm_train_reference, channel_affine, channel_affine_reference,
 };
 pub use conv::{
-    Conv2dParams, CpuConvEngine, WinogradPolicy, conv2d, conv2d_affine_act, conv2d_affine_act_reference,
-    conv2d_grad_input, conv2d_grad_weight, conv2d_reference, cpu_engine, runs_fast_path, set_cpu_engine, set_winograd,
-    winograd_policy,
+    Conv2dParams, CpuConvEngine, LsqInput, WinogradPolicy, conv2d, conv2d_affine_act, conv2d_affine_act_reference,
+    conv2d_grad_input, conv2d_grad_weight, conv2d_lsq_input, conv2d_reference, cpu_engine, runs_fast_path,
+    set_cpu_engine, set_winograd, winograd_policy,
 };

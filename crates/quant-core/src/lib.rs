@@ -84,8 +84,8 @@ pub use observer::{EmaMinMaxObserver, MinMaxObserver, Observer};
 pub use output::{BlockwiseModule, FeatureMap, FeatureModule, LogitsOnly, ModelOutput, Progress};
 pub use param_store::ParamStore;
 pub use quantizer::{
-    GradScaleMode, Identity, InitMode, Lsq, LsqConfig, LsqPlus, LsqPlusConfig, Mode, ObserverKind, Pact, PactConfig,
-    PactInit, QParams, Quantizer, QuantizerConfig, Role, Uniform, UniformConfig,
+    FusableLsq, GradScaleMode, Identity, InitMode, Lsq, LsqConfig, LsqPlus, LsqPlusConfig, Mode, ObserverKind, Pact,
+    PactConfig, PactInit, QParams, Quantizer, QuantizerConfig, Role, Uniform, UniformConfig,
 };
 pub use range::{MAX_BITS, MIN_BITS, QRange, Signedness, validate_bits};
 pub use rng::{SplitMix64, mix};

@@ -227,3 +227,88 @@ fn feature_map_keeps_order_and_replaces_in_place() {
     assert!(f.get("c").is_none());
     assert_eq!(Progress::new(5, 20).fraction(), 0.25);
 }
+
+/// `QConv2d` applies its per-tensor LSQ input quantizer while packing the conv's operand: the
+/// same output and the same gradients (input, weight, bias, both steps) as fake-quantizing the
+/// input first and convolving, bit for bit; a NaN input is still a typed error.
+#[test]
+fn qconv2d_input_quant_fused_into_packing_matches_the_separate_passes() {
+    use quarc_quant_core::conv2d_with_bias;
+    let varmap = VarMap::new();
+    let store = ParamStore::new(&varmap, DType::F32, &Device::Cpu);
+    let quant = QatConfig::lsq(2, 2).unwrap().layer(LayerPosition::Middle);
+    for (i, (k, stride)) in [(3usize, 1usize), (3, 2), (1, 1)].into_iter().enumerate() {
+        let cfg = candle_nn::Conv2dConfig {
+            padding: k / 2,
+            stride,
+            ..Default::default()
+        };
+        let conv = QConv2d::new(6, 5, k, cfg, true, &quant, &store.pp(format!("f{i}"))).unwrap();
+        let x = Var::from_tensor(&common::rand_tensor(
+            10 + i as u64,
+            &[3, 6, 7, 7],
+            -0.5,
+            2.0,
+            DType::F32,
+        ))
+        .unwrap();
+        conv.calibrate(&x).unwrap();
+        // The fused path really runs for this layer.
+        let f = conv
+            .activation_quantizer()
+            .unwrap()
+            .fusable_lsq(&x, true)
+            .unwrap()
+            .expect("fusable");
+        let c = conv.conv().config();
+        let p = quarc_kernels::Conv2dParams {
+            padding: c.padding,
+            stride: c.stride,
+            dilation: c.dilation,
+            groups: c.groups,
+        };
+        let w = conv.quantized_weight(true).unwrap();
+        assert!(
+            quarc_kernels::conv2d_lsq_input(&x, &w, &f.step, f.spec, &p)
+                .unwrap()
+                .is_some()
+        );
+        let run = |fused: bool| {
+            let y = if fused {
+                conv.forward_t(&x, true).unwrap()
+            } else {
+                let xq = conv.activation_quantizer().unwrap().forward_t(&x, true).unwrap();
+                let w = conv.quantized_weight(true).unwrap();
+                conv2d_with_bias(&xq, &w, conv.conv().bias(), &p).unwrap()
+            };
+            let up = common::rand_tensor(50, y.dims(), -1.0, 1.0, DType::F32);
+            let grads = (&y * &up).unwrap().sum_all().unwrap().backward().unwrap();
+            let data = varmap.data().lock().unwrap();
+            let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let mut out = vec![flat(&y), flat(grads.get(&x).unwrap())];
+            for n in ["weight", "bias", "wq.step", "aq.step"] {
+                out.push(flat(grads.get(data[&format!("f{i}.{n}")].as_tensor()).unwrap()));
+            }
+            out
+        };
+        let (fused, separate) = (run(true), run(false));
+        for (j, name) in ["y", "dx", "dw", "dbias", "d weight step", "d input step"]
+            .iter()
+            .enumerate()
+        {
+            assert_eq!(fused[j], separate[j], "k{k} s{stride}: {name}");
+        }
+        assert!(fused[5][0].abs() > 0.0, "the input step gets a gradient");
+        let mut bad = common::rand_tensor(3, &[1, 6, 7, 7], -0.5, 2.0, DType::F32)
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        bad[5] = f32::NAN;
+        let bad = Tensor::from_vec(bad, (1, 6, 7, 7), &Device::Cpu).unwrap();
+        assert!(matches!(
+            conv.forward_t(&bad, true),
+            Err(quarc_quant_core::Error::NonFinite { .. })
+        ));
+    }
+}

@@ -11,6 +11,7 @@ use rayon::prelude::*;
 use super::epilogue::{Epilogue, finish};
 use super::geometry::ConvGeometry;
 use super::im2col::{col2im_add, im2col};
+use super::input_quant::Packing;
 use crate::gemm::{MatRef, matmul};
 
 /// Minimum GEMM width (output pixels × images) a chunk aims for.
@@ -29,12 +30,12 @@ pub(crate) fn images_per_chunk(g: &ConvGeometry) -> usize {
     }
 }
 
-/// Fills `col` (`k_dim × n·p_out`) for the `n` images in `xs`.
-fn unfold(g: &ConvGeometry, xs: &[f32], n: usize, col: &mut Vec<f32>) {
+/// Fills `col` (`k_dim × n·p_out`) for the `n` images in `xs`, fake-quantized when `q` is given.
+fn unfold(g: &ConvGeometry, xs: &[f32], n: usize, col: &mut Vec<f32>, q: Option<&Packing>) {
     let (k, p, img) = (g.k_dim(), g.p_out(), g.c_in * g.p_in());
     col.resize(k * n * p, 0.0);
     for b in 0..n {
-        im2col(g, &xs[b * img..(b + 1) * img], col, n * p, b * p);
+        im2col(g, &xs[b * img..(b + 1) * img], col, n * p, b * p, q);
     }
 }
 
@@ -59,9 +60,16 @@ fn scatter(src: &[f32], n: usize, c: usize, p: usize, dst: &mut [f32]) {
     }
 }
 
-/// `out = conv(x, w)` (then `epi`, chunk by chunk): `x` is `batch × c_in × h × w`, `w` is
-/// `c_out × c_in × kh × kw`.
-pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32], epi: Option<&Epilogue<'_>>) {
+/// `out = conv(q(x), w)` (then `epi`, chunk by chunk): `x` is `batch × c_in × h × w`, `w` is
+/// `c_out × c_in × kh × kw`, `q` the input fake-quant applied while packing, if any.
+pub(crate) fn forward(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    out: &mut [f32],
+    epi: Option<&Epilogue<'_>>,
+    q: Option<&Packing>,
+) {
     let (k, p) = (g.k_dim(), g.p_out());
     let nb = images_per_chunk(g);
     let (img_in, img_out) = (g.c_in * g.p_in(), g.c_out * p);
@@ -72,10 +80,10 @@ pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32], e
             || (Vec::new(), Vec::new()),
             |(col, tmp), (o, xs)| {
                 let n = xs.len() / img_in;
-                if n == 1 && g.is_pointwise() {
+                if n == 1 && g.is_pointwise() && q.is_none() {
                     matmul(o, p, wm, MatRef::row_major(xs, k, p), false);
                 } else {
-                    unfold(g, xs, n, col);
+                    unfold(g, xs, n, col, q);
                     let cm = MatRef::row_major(col, k, n * p);
                     if n == 1 {
                         matmul(o, p, wm, cm, false);
@@ -134,11 +142,11 @@ fn weight_grad_transposed(g: &ConvGeometry) -> bool {
     g.k_dim() >= g.c_out && g.c_out <= 256
 }
 
-/// `dw = Σ_images dy · im2col(x)ᵀ`: the gradient with respect to the weight, summed over fixed
+/// `dw = Σ_images dy · im2col(q(x))ᵀ`: the gradient with respect to the weight, summed over fixed
 /// slices of the batch in a fixed order (thread-count independent). Where
 /// [`weight_grad_transposed`] says so, each slice accumulates `dwᵀ = im2col(x) · dyᵀ` instead
 /// (the large unfolded operand as the GEMM's row-major left side) and the sum is transposed once.
-pub(crate) fn grad_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+pub(crate) fn grad_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32], q: Option<&Packing>) {
     let (k, p) = (g.k_dim(), g.p_out());
     let nb = images_per_chunk(g);
     let (img_in, img_out) = (g.c_in * g.p_in(), g.c_out * p);
@@ -160,10 +168,10 @@ pub(crate) fn grad_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32
                     gather(dc, n, g.c_out, p, &mut gm);
                     MatRef::row_major(&gm, g.c_out, n * p)
                 };
-                let cols = if n == 1 && g.is_pointwise() {
+                let cols = if n == 1 && g.is_pointwise() && q.is_none() {
                     MatRef::row_major(xc, k, p)
                 } else {
-                    unfold(g, xc, n, &mut col);
+                    unfold(g, xc, n, &mut col, q);
                     MatRef::row_major(&col, k, n * p)
                 };
                 if transposed {

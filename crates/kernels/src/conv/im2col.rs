@@ -7,6 +7,7 @@
 use std::cell::RefCell;
 
 use super::geometry::ConvGeometry;
+use super::input_quant::{Packing, copy_packed};
 
 thread_local! {
     /// Per-thread scratch for one zero-padded, column-phase-split input plane.
@@ -61,11 +62,12 @@ impl PhaseLayout {
     }
 }
 
-/// Writes image `x` (`c_in × h × w`) into rows `0..k_dim` of `col`, columns `col0..col0+p_out`.
-/// Every entry of that block is written (padding taps as zeros).
-pub(crate) fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, col0: usize) {
+/// Writes image `x` (`c_in × h × w`) into rows `0..k_dim` of `col`, columns `col0..col0+p_out`,
+/// fake-quantized on the way when `q` is given. Every entry of that block is written (padding
+/// taps as zeros).
+pub(crate) fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, col0: usize, q: Option<&Packing>) {
     if g.stride > 1 && g.kh * g.kw == 1 {
-        return im2col_direct(g, x, col, ld, col0);
+        return im2col_direct(g, x, col, ld, col0, q);
     }
     let (ho, wo, p) = (g.h_out(), g.w_out(), g.p_out());
     let lay = PhaseLayout::new(g);
@@ -79,9 +81,7 @@ pub(crate) fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, co
                 for phase in 0..g.stride {
                     let (j0, ix0, n) = lay.phase_span(g, phase);
                     let o = lay.at(g, iy, phase) + j0;
-                    for (d, v) in ph[o..o + n].iter_mut().zip(src[ix0..].iter().step_by(g.stride)) {
-                        *d = *v;
-                    }
+                    copy_packed(q, &mut ph[o..o + n], src[ix0..].iter().step_by(g.stride));
                 }
             }
             for ky in 0..g.kh {
@@ -144,7 +144,7 @@ pub(crate) fn col2im_add(g: &ConvGeometry, col: &[f32], ld: usize, col0: usize, 
 
 /// [`im2col`] for strided 1×1 convs: per-tap gathers with the padding ranges split off (a phase
 /// split of the whole plane costs more than it saves when the stride skips most of the input).
-fn im2col_direct(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, col0: usize) {
+fn im2col_direct(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, col0: usize, q: Option<&Packing>) {
     let (ho, wo, p) = (g.h_out(), g.w_out(), g.p_out());
     for ci in 0..g.c_in {
         let plane = &x[ci * g.p_in()..(ci + 1) * g.p_in()];
@@ -164,13 +164,7 @@ fn im2col_direct(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, col0: 
                     d[ox_hi..].fill(0.0);
                     if ox_lo < ox_hi {
                         let ix0 = ox_lo * g.stride + kx * g.dilation - g.padding;
-                        if g.stride == 1 {
-                            d[ox_lo..ox_hi].copy_from_slice(&src[ix0..ix0 + (ox_hi - ox_lo)]);
-                        } else {
-                            for (o, v) in d[ox_lo..ox_hi].iter_mut().zip(src[ix0..].iter().step_by(g.stride)) {
-                                *o = *v;
-                            }
-                        }
+                        copy_packed(q, &mut d[ox_lo..ox_hi], src[ix0..].iter().step_by(g.stride));
                     }
                 }
             }
@@ -241,7 +235,7 @@ mod tests {
         };
         let x = [1.0, 2.0, 3.0, 4.0];
         let mut col = vec![f32::NAN; 4 * 9];
-        im2col(&g, &x, &mut col, 9, 0);
+        im2col(&g, &x, &mut col, 9, 0, None);
         // tap (0,0) reads x[oy-1, ox-1]
         assert_eq!(&col[0..9], &[0., 0., 0., 0., 1., 2., 0., 3., 4.]);
         // tap (1,1) reads x[oy, ox]
@@ -264,7 +258,7 @@ mod tests {
             let kp = g.k_dim() * g.p_out();
             let c: Vec<f32> = (0..kp).map(|i| ((i * 5 % 13) as f32) - 6.0).collect();
             let mut col = vec![0.0; kp];
-            im2col(&g, &x, &mut col, g.p_out(), 0);
+            im2col(&g, &x, &mut col, g.p_out(), 0, None);
             let lhs: f64 = col.iter().zip(&c).map(|(a, b)| (*a as f64) * (*b as f64)).sum();
             let mut dx = vec![0.0; n_in];
             col2im_add(&g, &c, g.p_out(), 0, &mut dx);

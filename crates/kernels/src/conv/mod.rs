@@ -6,6 +6,7 @@
 //! | dense (`groups = 1`), any kernel, stride, padding, dilation | im2col + AVX-512/AVX2 GEMM, images batched into one GEMM when the output plane is small |
 //! | 1×1, stride 1, unpadded | the input is the GEMM operand (no im2col) |
 //! | 3×3, stride 1, ≥ 256 channels in and out (forward and input gradient) | Winograd F(2×2, 3×3): 16 GEMMs over transformed tiles ([`WinogradPolicy`]; `QUARC_WINOGRAD=off`/`always`) |
+//! | dense, not Winograd, with a per-tensor LSQ input quantizer ([`conv2d_lsq_input`]) | the fake-quant applied while packing the im2col operand |
 //! | depthwise (`groups = c_in = c_out`) | direct loop over a padded channels-last copy of each image, vectorised over channels |
 //! | anything else, non-f32, CUDA, Metal | candle's `Tensor::conv2d` |
 
@@ -20,10 +21,12 @@ mod depthwise;
 mod epilogue;
 mod geometry;
 mod im2col;
+mod input_quant;
 mod op;
 mod winograd;
 
 pub use geometry::{ConvGeometry, ConvKind};
+pub use input_quant::LsqInput;
 
 /// Padding, stride, dilation and groups of a convolution (same meaning as candle's
 /// `Tensor::conv2d` arguments; square kernels' settings apply to both axes).
@@ -211,6 +214,39 @@ pub fn conv2d_affine_act(
     }
 }
 
+/// `conv2d(lsq(x; step), w)`: a per-tensor LSQ fake-quant of the input applied while the input
+/// is packed into the im2col operand (no separate pass writing and re-reading `x_q`), with the
+/// straight-through input gradient and LSQ's step gradient (scaled by `spec.grad_scale`) in the
+/// backward. Returns `None` where the fusion does not apply — anything but a dense convolution
+/// on the CPU im2col path (Winograd layers, depthwise, other devices and dtypes) or a step that
+/// is not one f32 value — and the caller quantizes and convolves separately. Otherwise
+/// `Some((y, nan))`, `nan` saying whether an input or the step was NaN. Bit for bit the result
+/// of the separate fused fake-quant followed by [`conv2d`] on the same path.
+pub fn conv2d_lsq_input(
+    x: &Tensor,
+    w: &Tensor,
+    step: &Tensor,
+    spec: LsqInput,
+    params: &Conv2dParams,
+) -> candle_core::Result<Option<(Tensor, bool)>> {
+    if !runs_fast_path(x, w, params) || step.elem_count() != 1 || !step.device().is_cpu() || step.dtype() != DType::F32
+    {
+        return Ok(None);
+    }
+    let (g, kind) = op::geometry(x.dims4()?, w.dims4()?, params).map_err(candle_core::Error::msg)?;
+    if kind != ConvKind::Dense || winograd::applies(&g, winograd_policy()) {
+        return Ok(None);
+    }
+    let nan = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let op = op::ForwardLsqInput {
+        params: *params,
+        spec,
+        nan: nan.clone(),
+    };
+    let y = x.contiguous()?.apply_op3(&w.contiguous()?, &step.contiguous()?, op)?;
+    Ok(Some((y, nan.load(std::sync::atomic::Ordering::Relaxed))))
+}
+
 /// candle's composed conv2d → affine → activation (the reference of [`conv2d_affine_act`]).
 pub fn conv2d_affine_act_reference(
     x: &Tensor,
@@ -260,6 +296,7 @@ pub fn conv2d_grad_weight(
             params: *params,
             kh: kernel.0,
             kw: kernel.1,
+            quant: None,
         },
     )
 }

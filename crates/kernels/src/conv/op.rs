@@ -1,9 +1,13 @@
 //! The candle custom ops: forward, input gradient and weight gradient.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
 use super::epilogue::Epilogue;
 use super::geometry::{ConvGeometry, ConvKind};
+use super::input_quant::{Grid, LsqInput, Packing};
 use super::{Conv2dParams, dense, depthwise, winograd, winograd_policy};
 use crate::batch_norm::Activation;
 use crate::storage::f32_slice;
@@ -58,7 +62,7 @@ fn forward_storage(
     match kind {
         _ if g.batch == 0 => {}
         ConvKind::Dense if winograd::applies(g, winograd_policy()) => winograd::forward(g, x, w, &mut out, epi),
-        ConvKind::Dense => dense::forward(g, x, w, &mut out, epi),
+        ConvKind::Dense => dense::forward(g, x, w, &mut out, epi, None),
         ConvKind::Depthwise => depthwise::forward(g, x, w, &mut out, epi),
     }
     (
@@ -114,7 +118,15 @@ impl CustomOp2 for Forward {
             None
         };
         let (_, _, kh, kw) = w.dims4()?;
-        let dw = x.apply_op2_no_bwd(&grad, &GradWeight { params: self.0, kh, kw })?;
+        let dw = x.apply_op2_no_bwd(
+            &grad,
+            &GradWeight {
+                params: self.0,
+                kh,
+                kw,
+                quant: None,
+            },
+        )?;
         Ok((dx, Some(dw)))
     }
 }
@@ -165,12 +177,14 @@ impl CustomOp2 for GradInput {
     }
 }
 
-/// `(x, dy) ↦ dw`; stores the kernel size.
+/// `(x, dy) ↦ dw`; stores the kernel size, and the input fake-quant grid when the forward
+/// quantized `x` while packing it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct GradWeight {
     pub params: Conv2dParams,
     pub kh: usize,
     pub kw: usize,
+    pub quant: Option<Grid>,
 }
 
 impl CustomOp2 for GradWeight {
@@ -203,7 +217,10 @@ impl CustomOp2 for GradWeight {
         let mut dw = vec![0.0f32; c_out * g.k_dim()];
         match kind {
             _ if g.batch == 0 => {}
-            ConvKind::Dense => dense::grad_weight(&g, x, dy, &mut dw),
+            ConvKind::Dense => {
+                let packing = self.quant.map(Packing::new);
+                dense::grad_weight(&g, x, dy, &mut dw, packing.as_ref())
+            }
             ConvKind::Depthwise => depthwise::grad_weight(&g, x, dy, &mut dw),
         }
         Ok((CpuStorage::F32(dw), Shape::from((c_out, c_in_g, self.kh, self.kw))))
@@ -276,5 +293,144 @@ impl CustomOp3 for ForwardAffine {
         let dscale = (&g * &conv)?.sum((0, 2, 3))?;
         let dshift = g.sum((0, 2, 3))?;
         Ok((dx, dw, Some(Tensor::stack(&[dscale, dshift], 0)?)))
+    }
+}
+
+/// `(x, w, step) ↦ conv2d(lsq(x; step), w)` with the fake-quant applied while `x` is packed
+/// (dense im2col path only; the caller checks). Raises `nan` when an input or the step is NaN.
+#[derive(Clone, Debug)]
+pub(crate) struct ForwardLsqInput {
+    pub params: Conv2dParams,
+    pub spec: LsqInput,
+    pub nan: Arc<AtomicBool>,
+}
+
+/// The step, read from its one-element tensor.
+fn step_value(step: &Tensor) -> candle_core::Result<f32> {
+    step.flatten_all()?
+        .to_dtype(candle_core::DType::F32)?
+        .to_vec1::<f32>()?
+        .first()
+        .copied()
+        .ok_or_else(|| candle_core::Error::msg("quarc conv2d: the input quantizer's step is empty"))
+}
+
+impl CustomOp3 for ForwardLsqInput {
+    fn name(&self) -> &'static str {
+        "quarc-conv2d-lsq-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (g, kind) =
+            geometry(dims4(l1, "input")?, dims4(l2, "weight")?, &self.params).map_err(candle_core::Error::msg)?;
+        if kind != ConvKind::Dense {
+            candle_core::bail!("quarc conv2d: input fake-quant fusion needs a dense convolution");
+        }
+        let (x, w, step) = (
+            f32_slice(s1, l1, "quarc conv2d", "input")?,
+            f32_slice(s2, l2, "quarc conv2d", "weight")?,
+            f32_slice(s3, l3, "quarc conv2d", "step")?,
+        );
+        let step = *step
+            .first()
+            .ok_or_else(|| candle_core::Error::msg("quarc conv2d: the input quantizer's step is empty"))?;
+        let packing = Packing::new(Grid::new(step, &self.spec));
+        let mut out = vec![0.0f32; g.batch * g.c_out * g.p_out()];
+        if g.batch > 0 {
+            dense::forward(&g, x, w, &mut out, None, Some(&packing));
+        }
+        if packing.saw_nan() {
+            self.nan.store(true, Ordering::Relaxed);
+        }
+        Ok((
+            CpuStorage::F32(out),
+            Shape::from((g.batch, g.c_out, g.h_out(), g.w_out())),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        step: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let (_, _, h, wd) = x.dims4()?;
+        let (_, _, kh, kw) = w.dims4()?;
+        let grid = Grid::new(step_value(step)?, &self.spec);
+        // d x_q (needed for both the input and the step gradients), then LSQ's backward.
+        let dxq = grad.apply_op2_no_bwd(
+            w,
+            &GradInput {
+                params: self.params,
+                h,
+                w: wd,
+            },
+        )?;
+        let numel = x.elem_count();
+        let packed = x.apply_op2_no_bwd(&dxq, &LsqInputBackward { grid, spec: self.spec })?;
+        let dx = packed.narrow(0, 0, numel)?.reshape(x.shape())?;
+        let dstep = packed.narrow(0, numel, 1)?.reshape(step.shape())?;
+        let dw = x.apply_op2_no_bwd(
+            &grad,
+            &GradWeight {
+                params: self.params,
+                kh,
+                kw,
+                quant: Some(grid),
+            },
+        )?;
+        Ok((x.track_op().then_some(dx), Some(dw), Some(dstep)))
+    }
+}
+
+/// `(x, d x_q) ↦ [d x | d step]`: LSQ's straight-through input gradient and its scaled step
+/// gradient (the fake-quant kernels' closed-form backward, per tensor).
+#[derive(Clone, Copy, Debug)]
+struct LsqInputBackward {
+    grid: Grid,
+    spec: LsqInput,
+}
+
+impl CustomOp2 for LsqInputBackward {
+    fn name(&self) -> &'static str {
+        "quarc-conv2d-lsq-input-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (x, g) = (
+            f32_slice(s1, l1, "quarc conv2d", "input")?,
+            f32_slice(s2, l2, "quarc conv2d", "input gradient")?,
+        );
+        let params = crate::fake_quant::Params {
+            steps: &[self.grid.step],
+            offsets: None,
+            qn: self.grid.qn,
+            qp: self.grid.qp,
+            eps: self.spec.eps,
+            layout: crate::fake_quant::ChannelLayout::per_tensor(x.len()),
+        };
+        let mut out = vec![0.0f32; x.len() + 1];
+        let (d_step, _) =
+            crate::fake_quant::backward(x, g, &params, crate::fake_quant::StepGrad::Lsq, &mut out[..x.len()]);
+        out[x.len()] = (d_step.first().copied().unwrap_or(0.0) * self.spec.grad_scale) as f32;
+        let len = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(len)))
     }
 }

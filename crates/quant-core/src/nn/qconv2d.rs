@@ -97,9 +97,32 @@ impl QConv2d {
         self.weight_q.forward_t(self.conv.weight(), train)
     }
 
-    /// Forward pass: quantize the input and the weight, then convolve.
+    /// Forward pass: quantize the input and the weight, then convolve. On CPU, a per-tensor LSQ
+    /// input quantizer is applied while the input is packed into the convolution's GEMM operand
+    /// (`quarc_kernels::conv2d_lsq_input`: the same values and gradients, one pass over the
+    /// activations fewer); elsewhere the input is fake-quantized first.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let (x, w) = self.quantized_operands(x, train)?;
+        let w = self.quantized_weight(train)?;
+        if let Some(fused) = match &self.act_q {
+            Some(a) => a.fusable_lsq(x, train)?,
+            None => None,
+        } {
+            if let Some((y, nan)) = quarc_kernels::conv2d_lsq_input(x, &w, &fused.step, fused.spec, &self.params())? {
+                if nan {
+                    return Err(crate::Error::NonFinite {
+                        what: "fake-quant input, step or offset (NaN)".into(),
+                    });
+                }
+                return Ok(match self.conv.bias() {
+                    Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?,
+                    None => y,
+                });
+            }
+        }
+        let x = match &self.act_q {
+            Some(a) => a.forward_t(x, train)?,
+            None => x.clone(),
+        };
         conv2d_with_bias(&x, &w, self.conv.bias(), &self.params())
     }
 

@@ -74,4 +74,22 @@ pub trait Quantizer: std::fmt::Debug + Send + Sync {
 
     /// The grid, for export; `None` for quantizers that do not quantize (identity).
     fn qparams(&self) -> Result<Option<QParams>>;
+
+    /// A per-tensor LSQ grid that a convolution may apply to its input while packing it (see
+    /// [`crate::QConv2d`] and `quarc_kernels::conv2d_lsq_input`), after the checks and the
+    /// calibration that [`Quantizer::forward_t`] does; `None` (the default) when this quantizer
+    /// cannot be fused that way, and the caller runs [`Quantizer::forward_t`] instead.
+    fn fusable_lsq(&self, x: &Tensor, train: bool) -> Result<Option<FusableLsq>> {
+        let _ = (x, train);
+        Ok(None)
+    }
+}
+
+/// What a convolution needs to apply a per-tensor LSQ quantizer while packing its input.
+#[derive(Clone, Debug)]
+pub struct FusableLsq {
+    /// The learnable step (one element); gradients flow to it through the fused op.
+    pub step: Tensor,
+    /// The integer grid, step floor and gradient scale.
+    pub spec: quarc_kernels::LsqInput,
 }

@@ -165,6 +165,28 @@ impl Quantizer for Lsq {
         self.calibrated.check(&self.step)
     }
 
+    fn fusable_lsq(&self, x: &Tensor, train: bool) -> Result<Option<super::FusableLsq>> {
+        let fusable = self.config.granularity == Granularity::PerTensor
+            && self.config.backend == Backend::Auto
+            && x.device().is_cpu()
+            && x.dtype() == candle_core::DType::F32
+            && self.step.dtype() == candle_core::DType::F32;
+        if !fusable {
+            return Ok(None);
+        }
+        ensure_calibrated(self, x, train, self.config.init, &self.name)?;
+        let grad_scale = grad_scale_for(self.config.grad_scale, self.role, x.dims(), 1, self.range);
+        Ok(Some(super::FusableLsq {
+            step: self.step.as_tensor().clone(),
+            spec: quarc_kernels::LsqInput {
+                qn: self.range.qn() as f32,
+                qp: self.range.qp() as f32,
+                eps: crate::ste::STEP_EPS as f32,
+                grad_scale,
+            },
+        }))
+    }
+
     fn qparams(&self) -> Result<Option<QParams>> {
         if !self.is_calibrated() {
             return Err(not_calibrated(self, &self.name));

@@ -10,7 +10,7 @@ mod pact;
 pub(crate) mod stats;
 mod uniform;
 
-pub use base::{QParams, Quantizer, Role};
+pub use base::{FusableLsq, QParams, Quantizer, Role};
 pub use config::QuantizerConfig;
 pub use identity::Identity;
 pub use lsq::{Lsq, LsqConfig};
