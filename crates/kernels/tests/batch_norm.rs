@@ -5,38 +5,14 @@ use candle_core::{DType, Device, Tensor, Var};
 use proptest::prelude::*;
 use quarc_kernels::{Activation, batch_norm_train, batch_norm_train_reference};
 
+mod common;
+
+/// Values uniform in (shift − scale, shift + scale), seeded.
 fn seeded(seed: u64, dims: &[usize], scale: f32, shift: f32) -> Tensor {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let n: usize = dims.iter().product();
-    let v: Vec<f32> = (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale + shift
-        })
-        .collect();
-    Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+    (common::seeded(seed, dims, scale) + shift as f64).unwrap()
 }
 
-fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-    let d = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    d / b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-        .max(1e-3)
-}
+use common::rel_err as max_rel;
 
 fn check(n: usize, c: usize, h: usize, w: usize, act: Activation, seed: u64) {
     let x = seeded(seed, &[n, c, h, w], 2.0, 0.5);
