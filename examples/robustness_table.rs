@@ -263,5 +263,38 @@ fn write_table(a: &Args, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>>
         md += &notes;
     }
     quarc::quant_core::atomic_write(&a.docs.join("results-robustness.md"), md.as_bytes())?;
+    // Per noise setting: the mislabelled share of each method's coreset per epoch (seed 0).
+    let noises: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.noise.as_str()).collect();
+    for noise in noises.into_iter().filter(|n| *n != "sym0") {
+        let mut series = Vec::new();
+        for r in rows
+            .iter()
+            .filter(|r| r.noise == noise && r.seed == 0 && r.imported_from.is_none())
+        {
+            let log: Vec<EpochRecord> =
+                read_jsonl(&a.out.join(format!("{noise}-{}-seed0", r.method)).join("log.jsonl"))?;
+            let s: Vec<(usize, f64)> = log
+                .iter()
+                .filter_map(|e| e.noise.map(|n| (e.epoch + 1, n.selected_noisy_share)))
+                .collect();
+            if !s.is_empty() {
+                series.push((r.method.clone(), s));
+            }
+        }
+        if let (Some(rate), Some(epochs)) = (
+            rows.iter().find(|r| r.noise == noise).map(|r| r.dataset_noise_rate),
+            series.iter().map(|s| s.1.len()).max(),
+        ) {
+            series.push(("data set".to_string(), (1..=epochs).map(|e| (e, rate)).collect()));
+        }
+        if series.len() > 1 {
+            quarc::train::report::plot_percent(
+                &a.docs.join(format!("results-robustness-{noise}.svg")),
+                &format!("{noise}: mislabelled share of the coreset per epoch (seed 0)"),
+                "mislabelled (%)",
+                &series,
+            )?;
+        }
+    }
     Ok(())
 }

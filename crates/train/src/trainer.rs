@@ -16,7 +16,7 @@ use quarc_models::{MobileNetV2, Mode, Model, ResNet, SmallCnn, checkpoint};
 use quarc_quant_core::{ModelOutput, Progress, QatConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::report::{EpochRecord, append_jsonl, plot_accuracy, read_jsonl};
+use crate::report::{EpochRecord, append_jsonl, plot_accuracy, plot_percent, read_jsonl};
 use crate::{
     ClcLoss, Error, LrPlan, LrSchedule, ModelKind, Optimizer, OptimizerConfig, Result, TrainConfig, build_coreset,
 };
@@ -525,6 +525,26 @@ impl Experiment {
                 &format!("{} W/A QAT, {}", c.method.name(), c.fraction),
                 &series,
             )?;
+            // Selection diagnostics against known label noise: the coreset's mislabelled share
+            // per epoch, next to the data set's.
+            let noisy: Vec<(usize, f64, f64)> = records
+                .iter()
+                .filter_map(|r| {
+                    r.noise
+                        .map(|n| (r.epoch + 1, n.selected_noisy_share, n.dataset_noise_rate))
+                })
+                .collect();
+            if !noisy.is_empty() {
+                plot_percent(
+                    &self.run_dir.join("noise.svg"),
+                    &format!("{}: mislabelled share", c.method.name()),
+                    "mislabelled (%)",
+                    &[
+                        ("coreset".to_string(), noisy.iter().map(|&(e, s, _)| (e, s)).collect()),
+                        ("data set".to_string(), noisy.iter().map(|&(e, _, d)| (e, d)).collect()),
+                    ],
+                )?;
+            }
             // Checkpoint: weights, optimiser, coreset, then the state file that points at them.
             checkpoint::save(&q_vars, self.run_dir.join(format!("checkpoint-{epoch}.safetensors")))?;
             checkpoint::save_tensors(
