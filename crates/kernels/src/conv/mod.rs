@@ -100,8 +100,8 @@ pub fn set_cpu_engine(engine: CpuConvEngine) {
 pub enum WinogradPolicy {
     /// Never.
     Off,
-    /// Where it measured faster on a 2-core AVX-512 machine: ≥ 256 channels in and out
-    /// (docs/performance.md has the A/B table). The default.
+    /// Where it measured faster (or on par) on a 2-core AVX-512 machine: ≥ 256 channels in and
+    /// out (docs/performance.md has the A/B table). The default.
     Auto,
     /// For every eligible shape (≥ 1 channel): tests and benchmarks.
     Always,

@@ -26,9 +26,10 @@ const CHUNK_BYTES: usize = 8 << 20;
 
 /// Whether Winograd runs this geometry under `policy`: dense, 3×3, stride 1, no dilation,
 /// padding ≤ 2, and under [`WinogradPolicy::Auto`] ≥ 256 channels in and out. Measured side by
-/// side with im2col (docs/performance.md): 1.1–1.35× faster at ResNet-18's 256 @ 8² and 512 @ 4²
-/// layers, slower at 64 @ 32² and 128 @ 16², where the memory-bound tile transforms cost more
-/// than the 2.25× fewer multiplications save.
+/// side with im2col (docs/performance.md): 1.11× (forward) and 1.28× (input gradient) at
+/// ResNet-18's 256 @ 8² layer, 0.97× and 1.10× at 512 @ 4², but 0.65–0.75× at 64 @ 32² and
+/// 128 @ 16², where the memory-bound tile transforms cost more than the 2.25× fewer
+/// multiplications save.
 pub(crate) fn applies(g: &ConvGeometry, policy: WinogradPolicy) -> bool {
     let eligible = g.groups == 1 && g.kh == 3 && g.kw == 3 && g.stride == 1 && g.dilation == 1 && g.padding <= 2;
     match policy {
