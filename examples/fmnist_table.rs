@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use quarc::data::{Normalize, Split, fashion_mnist};
-use quarc::train::report::{append_jsonl, plot_accuracy, read_jsonl};
+use quarc::train::report::{append_jsonl, mean_std, mean_std_cell, plot_accuracy, read_jsonl};
 use quarc::train::{Experiment, Method, ReferenceConfig, protocol};
 use serde::{Deserialize, Serialize};
 
@@ -69,17 +69,6 @@ struct ResultRow {
     selection_secs: f64,
     training_secs: f64,
     wall_secs: f64,
-}
-
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let s = if v.len() > 1 {
-        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
-    } else {
-        0.0
-    };
-    (m, s)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -197,13 +186,8 @@ fn write_table(a: &Args, rows: &[ResultRow]) -> Result<(), Box<dyn std::error::E
     md += "| fraction | method | seeds | test accuracy (%) | scoring s | selection s | training s | wall s |\n|---|---|---|---|---|---|---|---|\n";
     for ((f, m), rs) in &groups {
         let acc: Vec<f64> = rs.iter().map(|r| 100.0 * r.final_accuracy).collect();
-        let (mean, std) = mean_std(&acc);
         let avg = |g: fn(&ResultRow) -> f64| rs.iter().map(|r| g(r)).sum::<f64>() / rs.len() as f64;
-        let acc_cell = if rs.len() > 1 {
-            format!("{mean:.2} ± {std:.2}")
-        } else {
-            format!("{mean:.2}")
-        };
+        let acc_cell = mean_std_cell(&acc);
         md += &format!(
             "| {f} | {m} | {} | {acc_cell} | {:.0} | {:.2} | {:.0} | {:.0} |\n",
             rs.len(),

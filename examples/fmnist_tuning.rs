@@ -18,7 +18,7 @@ use std::time::Instant;
 use clap::Parser;
 use quarc::coreset::{BetaSchedule, Normalization};
 use quarc::data::{Dataset, Normalize, Split, fashion_mnist, holdout_split};
-use quarc::train::report::{append_jsonl, read_jsonl};
+use quarc::train::report::{append_jsonl, mean_std_cell, read_jsonl};
 use quarc::train::{Experiment, ReferenceConfig, TrainConfig, protocol};
 use serde::{Deserialize, Serialize};
 
@@ -221,13 +221,7 @@ fn write_table(a: &Args, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>>
             .unwrap_or((rs[0].variant.as_str(), "?"));
         let n = rs.len() as f64;
         let acc: Vec<f64> = rs.iter().map(|r| 100.0 * r.val_accuracy).collect();
-        let mean = acc.iter().sum::<f64>() / n;
-        let cell = if rs.len() > 1 {
-            let std = (acc.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
-            format!("{mean:.2} ± {std:.2}")
-        } else {
-            format!("{mean:.2}")
-        };
+        let cell = mean_std_cell(&acc);
         md += &format!(
             "| {f} | {name} | {what} | {} | {cell} | {:.2} | {:.0} |\n",
             rs.len(),

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use quarc::data::{Dataset, NoiseKind, NoisyLabels, Normalize, Split, fashion_mnist};
-use quarc::train::report::{EpochRecord, append_jsonl, read_jsonl};
+use quarc::train::report::{EpochRecord, append_jsonl, mean_std_cell, read_jsonl};
 use quarc::train::{Experiment, ReferenceConfig, protocol};
 use serde::{Deserialize, Serialize};
 
@@ -228,12 +228,6 @@ fn write_table(a: &Args, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>>
          data and seeds are identical.\n\n| noise | method | seeds | test accuracy (%) | noisy share of coreset (%) | wall s |\n|---|---|---|---|---|---|\n";
     for ((noise, method), rs) in &groups {
         let acc: Vec<f64> = rs.iter().map(|r| 100.0 * r.final_accuracy).collect();
-        let mean = acc.iter().sum::<f64>() / acc.len() as f64;
-        let std = if acc.len() > 1 {
-            (acc.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (acc.len() - 1) as f64).sqrt()
-        } else {
-            0.0
-        };
         let share: Vec<f64> = rs.iter().filter_map(|r| r.noisy_share_final_coreset).collect();
         let share = if share.is_empty() {
             "—".to_string()
@@ -241,11 +235,7 @@ fn write_table(a: &Args, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>>
             format!("{:.1}", 100.0 * share.iter().sum::<f64>() / share.len() as f64)
         };
         let wall = rs.iter().map(|r| r.wall_secs).sum::<f64>() / rs.len() as f64;
-        let acc = if rs.len() > 1 {
-            format!("{mean:.2} ± {std:.2}")
-        } else {
-            format!("{mean:.2}")
-        };
+        let acc = mean_std_cell(&acc);
         let star = if rs.iter().any(|r| r.imported_from.is_some()) {
             "*"
         } else {
