@@ -43,14 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let done = std::fs::read_to_string(&out).unwrap_or_default();
     let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&out)?;
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
+    let cpu = quarc::train::report::cpu_model();
     println!("CPU: {cpu}, threads: {}", rayon::current_num_threads());
 
     if !done.contains("\"fashion_mnist_load\"") {

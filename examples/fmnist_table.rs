@@ -37,7 +37,7 @@ struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "random,el2n,evs,ds,acs,res,quarc,quarc+clc,full"
+        default_value = "random,el2n,evs,ds,acs,res,quarc,quarc+clc,acs+ccs,full"
     )]
     methods: Vec<String>,
     /// QAT epochs.
@@ -139,14 +139,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn write_table(a: &Args, rows: &[ResultRow]) -> Result<(), Box<dyn std::error::Error>> {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_default();
+    let cpu = quarc::train::report::cpu_model();
     let mut groups: BTreeMap<(String, String), Vec<&ResultRow>> = BTreeMap::new();
     for r in rows {
         groups
@@ -161,7 +154,7 @@ fn write_table(a: &Args, rows: &[ResultRow]) -> Result<(), Box<dyn std::error::E
         .collect::<BTreeMap<u64, f64>>()
         .into_values()
         .collect();
-    let mut md = String::from("# Results\n\n## FMNIST-W2A2\n\n");
+    let mut md = String::from("## FMNIST-W2A2\n\n");
     md += "Protocol: full Fashion-MNIST (60 000 train / 10 000 test); `SmallCnn`; FP reference trained on all data (SGD 0.9, cosine, \
            lr 0.05) once per seed; quantized twin with LSQ W2A2 on the middle layers (first conv and fc in FP), calibrated before the \
            first scoring pass; loss KD (T = 1) + CE; SGD momentum 0.9, lr 0.01, cosine, 20 epochs over the current coreset, batch 128; \
@@ -202,8 +195,7 @@ fn write_table(a: &Args, rows: &[ResultRow]) -> Result<(), Box<dyn std::error::E
         md += "\n";
         md += &notes;
     }
-    std::fs::create_dir_all(&a.docs)?;
-    quarc::quant_core::atomic_write(&a.docs.join("results.md"), md.as_bytes())?;
+    quarc::train::doc_section::write_section(&a.docs.join("results.md"), "# Results\n\n", "fmnist-w2a2", &md)?;
     // Plot: test accuracy per epoch of every finished run of the first seed.
     let mut series = Vec::new();
     for r in rows.iter().filter(|r| r.seed == a.seeds[0]) {

@@ -33,6 +33,7 @@
 
 pub mod cifar;
 mod config;
+pub mod doc_section;
 mod error;
 mod method;
 mod optim;

@@ -77,6 +77,19 @@ pub fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
     }
 }
 
+/// The CPU's model name from `/proc/cpuinfo` (empty where there is none), for the tables that
+/// must name the machine they were measured on.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
 /// Mean and sample standard deviation (0 for fewer than two values) of `v`.
 ///
 /// ```
