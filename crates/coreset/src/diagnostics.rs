@@ -18,7 +18,9 @@ pub struct NoiseDiagnostics {
 }
 
 impl NoiseDiagnostics {
-    /// Diagnostics of `selected` (sorted dataset indices) against the flags `noisy`.
+    /// Diagnostics of `selected` (distinct dataset indices, any order) against the flags `noisy`.
+    ///
+    /// Errors: an index out of range of `noisy`, or one listed twice.
     ///
     /// ```
     /// use quarc_coreset::NoiseDiagnostics;
@@ -32,8 +34,13 @@ impl NoiseDiagnostics {
     /// ```
     pub fn compute(selected: &[usize], noisy: &[bool]) -> Result<Self> {
         let n = noisy.len();
-        if let Some(&index) = selected.iter().find(|&&i| i >= n) {
-            return Err(Error::IndexOutOfRange { index, num_samples: n });
+        let mut seen = vec![false; n];
+        for &index in selected {
+            match seen.get_mut(index) {
+                None => return Err(Error::IndexOutOfRange { index, num_samples: n }),
+                Some(true) => return Err(Error::DuplicateSelection { index }),
+                Some(s) => *s = true,
+            }
         }
         let total_noisy = noisy.iter().filter(|b| **b).count();
         let selected_noisy = selected.iter().filter(|&&i| noisy[i]).count();

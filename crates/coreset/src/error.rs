@@ -34,6 +34,12 @@ pub enum Error {
         /// The index.
         index: usize,
     },
+    /// A selection that lists one sample twice.
+    #[error("sample {index} appears twice in the selection")]
+    DuplicateSelection {
+        /// The index.
+        index: usize,
+    },
     /// Samples never scored in a pass that was declared complete.
     #[error("{count} sample(s) were not scored in this pass (first: {first:?})")]
     MissingScores {

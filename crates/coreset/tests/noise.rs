@@ -59,6 +59,37 @@ fn diagnostics_count_a_hand_built_case() {
 }
 
 #[test]
+fn diagnostics_refuse_bad_selections_and_take_any_order() {
+    let noisy = [true, false, false, true, false];
+    // unsorted is fine: same counts as sorted
+    let a = NoiseDiagnostics::compute(&[3, 1], &noisy).unwrap();
+    let b = NoiseDiagnostics::compute(&[1, 3], &noisy).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(
+        (a.selected_noisy_share, a.drop_precision, a.drop_recall),
+        (0.5, 1.0 / 3.0, 0.5)
+    );
+    assert!(matches!(
+        NoiseDiagnostics::compute(&[1, 5], &noisy),
+        Err(Error::IndexOutOfRange {
+            index: 5,
+            num_samples: 5
+        })
+    ));
+    // a duplicate would count one noisy sample twice (and used to underflow)
+    assert!(matches!(
+        NoiseDiagnostics::compute(&[0, 3, 0], &noisy),
+        Err(Error::DuplicateSelection { index: 0 })
+    ));
+    // nothing selected: every noisy sample dropped
+    let e = NoiseDiagnostics::compute(&[], &noisy).unwrap();
+    assert_eq!(
+        (e.selected_noisy_share, e.drop_precision, e.drop_recall),
+        (0.0, 0.4, 1.0)
+    );
+}
+
+#[test]
 fn label_reading_scorers_see_the_noisy_label_ds_reads_none() {
     let dev = Device::Cpu;
     let s = ModelOutput::logits_only(Tensor::new(&[[2f32, 0.0, -1.0]], &dev).unwrap());
