@@ -70,7 +70,16 @@ impl NoisyLabels {
                 )));
             }
         }
-        let clean = inner.labels();
+        // Label by label, so that a failing read is an error rather than a shifted label list.
+        let clean = (0..inner.len()).map(|i| inner.label(i)).collect::<Result<Vec<u32>>>()?;
+        // A user-implemented data set may carry a label the pair map cannot index.
+        if let Some((index, &label)) = clean.iter().enumerate().find(|(_, l)| **l as usize >= k) {
+            return Err(Error::LabelOutOfRange {
+                index,
+                label,
+                num_classes: k,
+            });
+        }
         let n = clean.len();
         let mut rng = SplitMix64::new(seed);
         let mut order: Vec<usize> = (0..n).collect();

@@ -87,3 +87,47 @@ fn invalid_rates_and_maps_are_typed_errors() {
         );
     }
 }
+
+/// A user-implemented data set whose sample 2 carries label 5 with 3 classes.
+struct BadLabel;
+
+impl Dataset for BadLabel {
+    fn len(&self) -> usize {
+        4
+    }
+    fn num_classes(&self) -> usize {
+        3
+    }
+    fn image_shape(&self) -> ImageShape {
+        ImageShape {
+            channels: 1,
+            height: 1,
+            width: 1,
+        }
+    }
+    fn image(&self, _index: usize) -> Result<&[u8]> {
+        Ok(&[0])
+    }
+    fn label(&self, index: usize) -> Result<u32> {
+        Ok(if index == 2 { 5 } else { 0 })
+    }
+}
+
+#[test]
+fn a_label_out_of_range_is_a_typed_error_not_a_panic() {
+    for kind in [
+        NoiseKind::Symmetric,
+        NoiseKind::Pair {
+            map: NoisyLabels::next_class_map(3),
+        },
+    ] {
+        assert!(matches!(
+            NoisyLabels::new(Arc::new(BadLabel), kind, 0.99, 0),
+            Err(Error::LabelOutOfRange {
+                label: 5,
+                index: 2,
+                num_classes: 3
+            })
+        ));
+    }
+}
