@@ -249,6 +249,15 @@ fn ordered(mut names: Vec<String>, order: &[&str]) -> Vec<String> {
     names
 }
 
+/// A table cell with the mean of `v` at `decimals` places, or — when nothing was run.
+fn mean_cell(v: &[f64], decimals: usize) -> String {
+    if v.is_empty() {
+        " — |".to_string()
+    } else {
+        format!(" {:.*} |", decimals, mean_std(v).0)
+    }
+}
+
 /// The robustness section of docs/results.md: accuracy, noisy share and wall time, one row per
 /// method and one column per noise setting.
 fn robustness_markdown(rows: &[Row]) -> Result<String, Box<dyn std::error::Error>> {
@@ -338,11 +347,7 @@ fn robustness_markdown(rows: &[Row]) -> Result<String, Box<dyn std::error::Error
                     .iter()
                     .filter_map(|r| r.noisy_share_final_coreset.map(|s| 100.0 * s))
                     .collect();
-                md += &if share.is_empty() {
-                    " — |".to_string()
-                } else {
-                    format!(" {:.1} |", mean_std(&share).0)
-                };
+                md += &mean_cell(&share, 1);
             }
             md += "\n";
         }
@@ -355,11 +360,7 @@ fn robustness_markdown(rows: &[Row]) -> Result<String, Box<dyn std::error::Error
         md += &format!("| {method} |");
         for noise in &noises {
             let wall: Vec<f64> = cell(noise, method).iter().map(|r| r.wall_secs).collect();
-            md += &if wall.is_empty() {
-                " — |".to_string()
-            } else {
-                format!(" {:.0} |", mean_std(&wall).0)
-            };
+            md += &mean_cell(&wall, 0);
         }
         md += "\n";
     }
