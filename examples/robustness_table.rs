@@ -111,6 +111,7 @@ fn import_clean_rows(a: &Args, results: &std::path::Path) -> Result<(), Box<dyn 
                 wall_secs: c.wall_secs,
                 reference_accuracy: Some(c.reference_accuracy),
                 imported_from: Some(a.clean_results.display().to_string()),
+                threads: None,
             },
         )?;
     }
@@ -132,6 +133,23 @@ struct Row {
     /// Set when the row is a clean run of the results table (see `--clean-results`).
     #[serde(default)]
     imported_from: Option<String>,
+    /// Compute threads the run used (candle's `RAYON_NUM_THREADS`); `None` for rows written before
+    /// this field existed, all of them single runs using every core.
+    #[serde(default)]
+    threads: Option<usize>,
+}
+
+impl Row {
+    /// Whether the run had every core to itself, so that its wall time compares with the others
+    /// (runs made as 1-thread processes side by side take ≈ 1.5× longer each).
+    fn used_all_cores(&self) -> bool {
+        self.threads.is_none_or(|t| t >= all_cores())
+    }
+}
+
+/// Cores of this machine.
+fn all_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 fn noise_kind(spec: &str) -> Result<(NoiseKind, f64), String> {
@@ -215,6 +233,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         wall_secs: t0.elapsed().as_secs_f64(),
                         reference_accuracy: Some(s.reference_accuracy),
                         imported_from: None,
+                        threads: Some(candle_core::utils::get_num_threads()),
                     },
                 )?;
                 write_table(&a, &read_jsonl(&results)?)?;
@@ -283,10 +302,11 @@ fn robustness_markdown(rows: &[Row]) -> Result<String, Box<dyn std::error::Error
            data and seeds). Cells give mean ± std over the seeds run, with their number in brackets; — = not run.\n\n";
     md += &format!(
         "Command: `cargo run --release --example robustness_table` (defaults: seeds 0,1,2; noise {}; methods {}; \
-         finished runs are skipped, `--report-only` rewrites this section). CPU: {}, 2 threads.\n\n",
+         finished runs are skipped, `--report-only` rewrites this section). CPU: {}, {} cores.\n\n",
         NOISE_ORDER.join(","),
         DEFAULT_METHODS,
-        cpu_model()
+        cpu_model(),
+        all_cores()
     );
     md += "**Clean test accuracy (%)**\n\n";
     md += &header("method", &noises);
@@ -353,14 +373,20 @@ fn robustness_markdown(rows: &[Row]) -> Result<String, Box<dyn std::error::Error
         }
         md += "\n";
     }
-    md += "**Wall time per run (s)**, mean over seeds; the first run of each noise setting and seed includes training \
-           its FP reference (≈ 3.5 min)\n\n";
+    md += "**Wall time per run (s)**, mean over the seeds run with every core to itself (runs made as 1-thread \
+           processes side by side are left out; a count in brackets = the seeds left in); the first run of each noise \
+           setting and seed includes training its FP reference (≈ 3.5 min)\n\n";
     md += &header("method", &noises);
     for method in &methods {
         md += &format!("| {method} |");
         for noise in &noises {
-            let wall: Vec<f64> = cell(noise, method).iter().map(|r| r.wall_secs).collect();
+            let all = cell(noise, method);
+            let wall: Vec<f64> = all.iter().filter(|r| r.used_all_cores()).map(|r| r.wall_secs).collect();
             md += &mean_cell(&wall, 0);
+            if wall.len() < all.len() {
+                md.pop();
+                md += &format!("({}) |", wall.len());
+            }
         }
         md += "\n";
     }
