@@ -140,10 +140,15 @@ struct Row {
 }
 
 impl Row {
-    /// Whether the run had every core to itself, so that its wall time compares with the others
-    /// (runs made as 1-thread processes side by side take ≈ 1.5× longer each).
-    fn used_all_cores(&self) -> bool {
-        self.threads.is_none_or(|t| t >= all_cores())
+    /// Whether the run used the most threads any run of `rows` used, so that its wall time compares
+    /// with the others (runs made as 1-thread processes side by side take ≈ 1.5× longer each).
+    /// Rows written before `threads` existed were single runs on every core and always count.
+    fn used_all_cores(&self, rows: &[Row]) -> bool {
+        let most = rows.iter().filter_map(|r| r.threads).max();
+        match (self.threads, most) {
+            (Some(t), Some(m)) => t >= m,
+            _ => true,
+        }
     }
 }
 
@@ -381,7 +386,11 @@ fn robustness_markdown(rows: &[Row]) -> Result<String, Box<dyn std::error::Error
         md += &format!("| {method} |");
         for noise in &noises {
             let all = cell(noise, method);
-            let wall: Vec<f64> = all.iter().filter(|r| r.used_all_cores()).map(|r| r.wall_secs).collect();
+            let wall: Vec<f64> = all
+                .iter()
+                .filter(|r| r.used_all_cores(rows))
+                .map(|r| r.wall_secs)
+                .collect();
             md += &mean_cell(&wall, 0);
             if wall.len() < all.len() {
                 md.pop();
