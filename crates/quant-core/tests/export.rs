@@ -202,6 +202,11 @@ fn export_with_folded_batch_norm_matches_conv_then_bn() {
 
 #[test]
 fn corrupt_and_missing_files_are_typed_errors() {
+    // Its own folder: the other tests of this binary save into `temp`'s folder concurrently, and
+    // their in-flight temp files must not count as leftovers of this one.
+    let dir = temp("corrupt-and-missing");
+    std::fs::create_dir_all(&dir).unwrap();
+    let temp = |name: &str| dir.join(name);
     let missing = temp("does-not-exist.safetensors");
     assert!(matches!(IntegerExport::load(&missing), Err(Error::Io { .. })));
     let garbage = temp("garbage.safetensors");
@@ -242,7 +247,7 @@ fn corrupt_and_missing_files_are_typed_errors() {
     std::fs::write(&cut, &bytes[..bytes.len() - 3]).unwrap();
     assert!(matches!(IntegerExport::load(&cut), Err(Error::CorruptExport { .. })));
     // No temp files are left behind by the atomic writer.
-    let leftovers: Vec<_> = std::fs::read_dir(good.parent().unwrap())
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
