@@ -141,7 +141,7 @@ struct Row {
 
 impl Row {
     /// Whether the run used the most threads any run of `rows` used, so that its wall time compares
-    /// with the others (runs made as 1-thread processes side by side take ≈ 1.5× longer each).
+    /// with the others (runs made as 1-thread processes side by side take ≈ 1.4× longer each).
     /// Rows written before `threads` existed were single runs on every core and always count.
     fn used_all_cores(&self, rows: &[Row]) -> bool {
         let most = rows.iter().filter_map(|r| r.threads).max();
