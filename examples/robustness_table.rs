@@ -140,11 +140,10 @@ struct Row {
 }
 
 impl Row {
-    /// Whether the run used the most threads any run of `rows` used, so that its wall time compares
+    /// Whether the run used `most` threads, the most any run used, so that its wall time compares
     /// with the others (runs made as 1-thread processes side by side take ≈ 1.4× longer each).
     /// Rows written before `threads` existed were single runs on every core and always count.
-    fn used_all_cores(&self, rows: &[Row]) -> bool {
-        let most = rows.iter().filter_map(|r| r.threads).max();
+    fn used_all_cores(&self, most: Option<usize>) -> bool {
         match (self.threads, most) {
             (Some(t), Some(m)) => t >= m,
             _ => true,
@@ -382,13 +381,14 @@ fn robustness_markdown(rows: &[Row]) -> Result<String, Box<dyn std::error::Error
            processes side by side are left out; a count in brackets = the seeds left in); the first run of each noise \
            setting and seed includes training its FP reference (≈ 3.5 min)\n\n";
     md += &header("method", &noises);
+    let most_threads = rows.iter().filter_map(|r| r.threads).max();
     for method in &methods {
         md += &format!("| {method} |");
         for noise in &noises {
             let all = cell(noise, method);
             let wall: Vec<f64> = all
                 .iter()
-                .filter(|r| r.used_all_cores(rows))
+                .filter(|r| r.used_all_cores(most_threads))
                 .map(|r| r.wall_secs)
                 .collect();
             md += &mean_cell(&wall, 0);
