@@ -20,6 +20,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+DEV = torch.device("cpu")  # set by --device; every tensor and model of a workload lives there
+
+
+def sync():
+    if DEV.type == "cuda":
+        torch.cuda.synchronize()
+
 # ---------------------------------------------------------------------------------------------- recording
 
 
@@ -34,15 +41,17 @@ class Recorder:
         if not self.wants(name):
             return
         fn()
+        sync()
         runs = []
         for _ in range(self.reps):
             t0 = time.perf_counter()
             fn()
+            sync()
             runs.append(time.perf_counter() - t0)
         median = sorted(runs)[len(runs) // 2]
         value, higher = (work / median, True) if work > 0 else (median * 1e3, False)
         print(f"{side:<18} {name:<44} {value:>10.2f} {unit}", flush=True)
-        self.write(dict(side=side, workload=name, unit=unit, value=round(value, 4), higher_is_better=higher,
+        self.write(dict(side=side, device=DEV.type, workload=name, unit=unit, value=round(value, 4), higher_is_better=higher,
                         median_s=round(median, 6), runs_s=[round(r, 5) for r in runs]))
 
     def write(self, record):
@@ -52,7 +61,7 @@ class Recorder:
 
 def seeded(seed, shape, scale=1.0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.rand(shape, generator=g) * 2 - 1) * scale
+    return ((torch.rand(shape, generator=g) * 2 - 1) * scale).to(DEV)
 
 
 # ---------------------------------------------------------------------------------------------- LSQ
@@ -201,7 +210,7 @@ QUANT = {"fp32": None, "w4a4": (4, 4), "w2a2": (2, 2)}
 
 def build(model, quant):
     q = QUANT[quant]
-    return SmallCnn(q) if model == "smallcnn" else ResNet18(q)
+    return (SmallCnn(q) if model == "smallcnn" else ResNet18(q)).to(DEV)
 
 
 def input_shape(model, batch):
@@ -297,7 +306,7 @@ def fake_quant(rec):
                 qn, qp, channels = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1, shape[0]
             else:
                 qn, qp, channels = 0, 2 ** bits - 1, 1
-            step = torch.full((channels,) if per_channel else (), 0.1, requires_grad=True)
+            step = torch.full((channels,) if per_channel else (), 0.1, device=DEV, requires_grad=True)
             g = 1.0 / math.sqrt(numel / channels * qp)
             for side, fn in [("torch", lsq_composed), ("torch-handwritten", lsq_handwritten)]:
                 def run(fn=fn):
@@ -320,7 +329,7 @@ def scoring(rec):
         batch = 256
         reference, student = build(model, "fp32"), build(model, "w2a2")
         x = seeded(5, input_shape(model, batch))
-        y = torch.arange(batch) % 10
+        y = torch.arange(batch, device=DEV) % 10
         calibrate(reference, x)
         calibrate(student, x)
         reference.eval()
@@ -332,7 +341,7 @@ def scoring(rec):
             evs = (pq - onehot).norm(dim=1)
             ds = (pq - pf).norm(dim=1)
             res = (pq * (q.log_softmax(1) - f.log_softmax(1))).sum(1)
-            return evs.numpy(), ds.numpy(), res.numpy()
+            return evs.cpu().numpy(), ds.cpu().numpy(), res.cpu().numpy()
 
         with torch.no_grad():
             rec.measure(f"scoring/{model}-w2a2-b{batch}", "images/s", batch, lambda: scores(student(x), reference(x)))
@@ -383,13 +392,22 @@ def main():
     ap.add_argument("--out", default="bench/results/latest.jsonl")
     ap.add_argument("--filter", default=None)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (gemm, conv, fake_quant, step, scoring)")
     a = ap.parse_args()
+    global DEV
+    DEV = torch.device(a.device)
+    if DEV.type == "cuda":
+        # Like for like with candle's f32 GEMMs: no TF32 in matmuls or cuDNN convolutions.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
     torch.set_num_threads(a.threads)
     torch.set_num_interop_threads(1)
     rec = Recorder(a.out, max(1, a.reps), a.filter)
     if a.group.startswith("memory-"):
         return memory(rec, a.group[len("memory-"):])
     groups = dict(gemm=gemm, conv=conv, fake_quant=fake_quant, step=step, scoring=scoring, selection=selection)
+    if DEV.type != "cpu":
+        groups = {k: v for k, v in groups.items() if k in ("gemm", "conv", "fake_quant", "step", "scoring")}
     for name, fn in groups.items():
         if a.group in ("all", name):
             fn(rec)

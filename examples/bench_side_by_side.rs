@@ -5,6 +5,11 @@
 //!
 //! `cargo run --release --example bench_side_by_side -- --group conv --reps 5 --out bench/results/x.jsonl`
 //!
+//! `--device cuda` (build with `--features cuda`) runs the gemm, conv (candle's convolution and the
+//! gradients its autograd computes; dense layers), fake_quant, step and scoring groups on the first GPU
+//! and waits for it after every timed run; `scripts/gpu-check.sh` pairs it with
+//! `bench/torch_side_by_side.py --device cuda` on the same GPU.
+//!
 //! Groups: `gemm`, `conv` (forward, input gradient, weight gradient per layer), `fake_quant` (LSQ
 //! forward+backward), `step` (QAT training steps), `scoring` (scoring passes, like for like and with
 //! cached reference logits), `selection`, and `memory-<model>-<quant>` (peak RSS of a training
@@ -40,12 +45,17 @@ struct Args {
     /// Only workloads whose name contains this
     #[arg(long)]
     filter: Option<String>,
+    /// Device of the gemm, fake_quant, step and scoring groups: cpu or cuda (needs `--features cuda`)
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 struct Recorder {
     out: std::fs::File,
     reps: usize,
     filter: Option<String>,
+    /// Where the timed work runs; waited for after each run so that GPU time is counted.
+    device: Device,
 }
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -62,10 +72,12 @@ impl Recorder {
             return Ok(());
         }
         f()?;
+        self.device.synchronize()?;
         let mut runs = Vec::with_capacity(self.reps);
         for _ in 0..self.reps {
             let t0 = Instant::now();
             f()?;
+            self.device.synchronize()?;
             runs.push(t0.elapsed().as_secs_f64());
         }
         let mut sorted = runs.clone();
@@ -78,13 +90,24 @@ impl Recorder {
         };
         println!("{name:<44} {value:>10.2} {unit}");
         let runs_s: Vec<String> = runs.iter().map(|r| format!("{r:.5}")).collect();
+        let device = device_name(&self.device);
         writeln!(
             self.out,
-            "{{\"side\":\"quarc\",\"workload\":\"{name}\",\"unit\":\"{unit}\",\"value\":{value:.4},\"higher_is_better\":{higher},\"median_s\":{median:.6},\"runs_s\":[{}]}}",
+            "{{\"side\":\"quarc\",\"device\":\"{device}\",\"workload\":\"{name}\",\"unit\":\"{unit}\",\"value\":{value:.4},\"higher_is_better\":{higher},\"median_s\":{median:.6},\"runs_s\":[{}]}}",
             runs_s.join(",")
         )?;
         self.out.flush()?;
         Ok(())
+    }
+}
+
+fn device_name(device: &Device) -> &'static str {
+    if device.is_cuda() {
+        "cuda"
+    } else if device.is_metal() {
+        "metal"
+    } else {
+        "cpu"
     }
 }
 
@@ -105,8 +128,8 @@ fn labels(n: usize, classes: usize) -> Res<Tensor> {
 
 fn gemm(rec: &mut Recorder) -> Res<()> {
     let n = 2048;
-    let a = seeded(1, &[n, n], 1.0)?;
-    let b = seeded(2, &[n, n], 1.0)?;
+    let a = seeded(1, &[n, n], 1.0)?.to_device(&rec.device)?;
+    let b = seeded(2, &[n, n], 1.0)?.to_device(&rec.device)?;
     rec.measure("gemm/2048", "GFLOP/s", 2.0 * (n * n * n) as f64 / 1e9, || {
         a.matmul(&b)?;
         Ok(())
@@ -144,23 +167,41 @@ fn conv(rec: &mut Recorder) -> Res<()> {
             dilation: 1,
             groups,
         };
-        let x = seeded(10 + i as u64, &[batch, c_in, hw, hw], 1.0)?;
-        let w = seeded(100 + i as u64, &[c_out, c_in / groups, k, k], 0.1)?;
+        let dev = rec.device.clone();
+        let x = seeded(10 + i as u64, &[batch, c_in, hw, hw], 1.0)?.to_device(&dev)?;
+        let w = seeded(100 + i as u64, &[c_out, c_in / groups, k, k], 0.1)?.to_device(&dev)?;
         let y = conv2d(&x, &w, &p)?;
-        let dy = seeded(200 + i as u64, y.dims(), 1.0)?;
+        let dy = seeded(200 + i as u64, y.dims(), 1.0)?.to_device(&dev)?;
         let gflop = 2.0 * (y.elem_count() * c_in / groups * k * k) as f64 / 1e9;
         rec.measure(&format!("conv/{name}/fwd"), "GFLOP/s", gflop, || {
             conv2d(&x, &w, &p)?;
             Ok(())
         })?;
+        // Off the CPU the gradients are candle's own (what its autograd runs), dense layers only.
+        let on_cpu = dev.is_cpu();
+        if !on_cpu && groups != 1 {
+            continue;
+        }
         if needs_dx {
             rec.measure(&format!("conv/{name}/grad_input"), "GFLOP/s", gflop, || {
-                conv2d_grad_input(&dy, &w, (hw, hw), &p)?;
+                if on_cpu {
+                    conv2d_grad_input(&dy, &w, (hw, hw), &p)?;
+                } else {
+                    let out_padding = hw - ((dy.dim(2)? - 1) * stride + k - 2 * p.padding);
+                    dy.conv_transpose2d(&w, p.padding, out_padding, stride, 1)?;
+                }
                 Ok(())
             })?;
         }
         rec.measure(&format!("conv/{name}/grad_weight"), "GFLOP/s", gflop, || {
-            conv2d_grad_weight(&x, &dy, (k, k), &p)?;
+            if on_cpu {
+                conv2d_grad_weight(&x, &dy, (k, k), &p)?;
+            } else {
+                let g = x
+                    .transpose(0, 1)?
+                    .conv2d(&dy.transpose(0, 1)?, p.padding, 1, stride, 1)?;
+                g.transpose(0, 1)?.narrow(2, 0, k)?.narrow(3, 0, k)?;
+            }
             Ok(())
         })?;
     }
@@ -175,13 +216,13 @@ fn fake_quant(rec: &mut Recorder) -> Res<()> {
     for (name, shape, per_channel) in shapes {
         let numel: usize = shape.iter().product();
         for bits in [2u32, 4] {
-            let x = Var::from_tensor(&seeded(7, &shape, 1.0)?)?;
+            let x = Var::from_tensor(&seeded(7, &shape, 1.0)?.to_device(&rec.device)?)?;
             let (range, granularity, channels) = if per_channel {
                 (QRange::signed(bits)?, Granularity::PerChannel { axis: 0 }, shape[0])
             } else {
                 (QRange::unsigned(bits)?, Granularity::PerTensor, 1)
             };
-            let step = Var::from_tensor(&(Tensor::ones(channels, DType::F32, &Device::Cpu)? * 0.1)?)?;
+            let step = Var::from_tensor(&(Tensor::ones(channels, DType::F32, &rec.device)? * 0.1)?)?;
             let opts = LsqOptions {
                 grad_scale: lsq_grad_scale(numel / channels, range),
                 granularity,
@@ -203,10 +244,10 @@ fn fake_quant(rec: &mut Recorder) -> Res<()> {
     Ok(())
 }
 
-fn build(model: &str, qat: Option<QatConfig>, v: &VarMap) -> Res<Box<dyn Model>> {
+fn build(model: &str, qat: Option<QatConfig>, v: &VarMap, dev: &Device) -> Res<Box<dyn Model>> {
     Ok(match model {
-        "resnet18" => Box::new(ResNet::resnet18(v, qat, 10, 0, &Device::Cpu)?),
-        "smallcnn" => Box::new(SmallCnn::new(v, qat, 10, 0, &Device::Cpu)?),
+        "resnet18" => Box::new(ResNet::resnet18(v, qat, 10, 0, dev)?),
+        "smallcnn" => Box::new(SmallCnn::new(v, qat, 10, 0, dev)?),
         other => return Err(format!("unknown model {other}").into()),
     })
 }
@@ -230,11 +271,11 @@ fn input_shape(model: &str, batch: usize) -> [usize; 4] {
 
 /// One QAT step: forward (train mode), KD loss (KL, T = 1) against fixed teacher logits,
 /// backward, SGD with momentum 0.9 and weight decay 5e-4 on conv/linear weights.
-fn train_step_runner(model: &str, quant: &str, batch: usize) -> Res<impl FnMut() -> Res<()>> {
+fn train_step_runner(model: &str, quant: &str, batch: usize, dev: &Device) -> Res<impl FnMut() -> Res<()> + use<>> {
     let v = VarMap::new();
-    let m = build(model, qat(quant)?, &v)?;
-    let x = seeded(3, &input_shape(model, batch), 1.0)?;
-    let teacher = seeded(4, &[batch, 10], 2.0)?;
+    let m = build(model, qat(quant)?, &v, dev)?;
+    let x = seeded(3, &input_shape(model, batch), 1.0)?.to_device(dev)?;
+    let teacher = seeded(4, &[batch, 10], 2.0)?.to_device(dev)?;
     m.calibrate(&x)?;
     let mut opt = Optimizer::new(
         OptimizerConfig::Sgd {
@@ -263,7 +304,7 @@ fn step(rec: &mut Recorder) -> Res<()> {
         if !rec.wants(&name) {
             continue;
         }
-        let mut run = train_step_runner(model, quant, batch)?;
+        let mut run = train_step_runner(model, quant, batch, &rec.device.clone())?;
         rec.measure(&name, "images/s", batch as f64, &mut run)?;
     }
     Ok(())
@@ -273,10 +314,11 @@ fn scoring(rec: &mut Recorder) -> Res<()> {
     for model in ["resnet18", "smallcnn"] {
         let batch = 256;
         let (vf, vq) = (VarMap::new(), VarMap::new());
-        let reference = build(model, None, &vf)?;
-        let student = build(model, qat("w2a2")?, &vq)?;
-        let x = seeded(5, &input_shape(model, batch), 1.0)?;
-        let y = labels(batch, 10)?;
+        let dev = rec.device.clone();
+        let reference = build(model, None, &vf, &dev)?;
+        let student = build(model, qat("w2a2")?, &vq, &dev)?;
+        let x = seeded(5, &input_shape(model, batch), 1.0)?.to_device(&dev)?;
+        let y = labels(batch, 10)?.to_device(&dev)?;
         reference.calibrate(&x)?;
         student.calibrate(&x)?;
         let scores = |q: &Tensor, f: &Tensor| -> Res<()> {
@@ -330,7 +372,7 @@ fn memory(rec: &mut Recorder, spec: &str) -> Res<()> {
     let mut parts = spec.splitn(2, '-');
     let (model, quant) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let batch = if model == "smallcnn" { 128 } else { 64 };
-    let mut run = train_step_runner(model, quant, batch)?;
+    let mut run = train_step_runner(model, quant, batch, &Device::Cpu)?;
     for _ in 0..3 {
         run()?;
     }
@@ -362,13 +404,22 @@ fn main() -> Res<()> {
         out,
         reps: args.reps.max(1),
         filter: args.filter,
+        device: quarc::train::cifar::device(&args.device)?,
     };
-    eprintln!("quarc side: rayon threads {}", rayon::current_num_threads());
+    eprintln!(
+        "quarc side: device {}, rayon threads {}",
+        args.device,
+        rayon::current_num_threads()
+    );
     let g = args.group.as_str();
     if let Some(spec) = g.strip_prefix("memory-") {
         return memory(&mut rec, spec);
     }
     let all = g == "all";
+    if !rec.device.is_cpu() && g == "selection" {
+        return Err("the selection group runs on the CPU only (selection is host-side)".into());
+    }
+    let on_cpu = rec.device.is_cpu();
     if all || g == "gemm" {
         gemm(&mut rec)?;
     }
@@ -384,7 +435,7 @@ fn main() -> Res<()> {
     if all || g == "scoring" {
         scoring(&mut rec)?;
     }
-    if all || g == "selection" {
+    if (all && on_cpu) || g == "selection" {
         selection(&mut rec)?;
     }
     Ok(())

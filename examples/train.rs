@@ -7,6 +7,7 @@
 //! Data: `--data fmnist-subset` (shipped, default), `--data fmnist` (full set: `--data-dir`,
 //! `$QUARC_FASHION_MNIST` or Debian's location) or `--data cifar10 --data-dir DIR`. The whole
 //! configuration is validated before any work starts; the run resumes if its folder exists.
+//! `--device cuda` trains on the first GPU (build with `--features cuda`).
 
 use std::sync::Arc;
 
@@ -43,6 +44,9 @@ struct Args {
     /// Run directory.
     #[arg(long, default_value = "runs/train")]
     out: std::path::PathBuf,
+    /// cpu, cuda (build with `--features cuda`) or metal (`--features metal`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 fn main() {
@@ -107,7 +111,7 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
         test,
         normalize: Some(normalize),
         run_dir: a.out.clone(),
-        device: candle_core::Device::Cpu,
+        device: quarc::train::cifar::device(&a.device)?,
         verbose: true,
         noise: None,
     }
