@@ -1,6 +1,6 @@
 //! Process-level settings for quarc's binaries.
 
-/// glibc allocator settings measured to speed up candle on CPU (candle-notes.md): large
+/// glibc allocator settings that speed up candle on CPU (measured in docs/performance.md): large
 /// allocations stay on the heap instead of being `mmap`ped (and page-faulted) on every call.
 pub const MALLOC_TUNABLES: &str = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=68719476736";
 

@@ -6,8 +6,8 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use quarc_base::SplitMix64;
 use quarc_coreset::{Budget, ClassBalanced, SelectContext, Selector, Stratified, TopK};
-use quarc_quant_core::SplitMix64;
 
 const N: usize = 1_280_000;
 const CLASSES: u32 = 1000;

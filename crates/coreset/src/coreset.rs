@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use candle_core::DType;
-use quarc_quant_core::Progress;
+use quarc_base::Progress;
 use serde::{Deserialize, Serialize};
 
 use crate::state::{Reader, f32_raw, read_bytes, u32_raw, write};

@@ -96,9 +96,9 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// An error from quant-core's shared ops.
+    /// An error from the shared per-sample ops (quarc-base).
     #[error(transparent)]
-    Quant(#[from] quarc_quant_core::Error),
+    Base(#[from] quarc_base::Error),
     /// An error from candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -107,4 +107,4 @@ pub enum Error {
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-quarc_quant_core::bridge_to_candle_error!(Error);
+quarc_base::bridge_to_candle_error!(Error);

@@ -1,7 +1,7 @@
 //! What a scorer sees for one batch.
 
 use candle_core::{DType, Tensor};
-use quarc_quant_core::ModelOutput;
+use quarc_base::ModelOutput;
 
 use crate::{Error, Result};
 

@@ -18,11 +18,13 @@
 //! disagree (β schedule, RES direction) each reading is an option with the recommended default.
 //!
 //! ## The ACS loop with a toy candle model
+//! Everything below comes from this crate (which re-exports [`candle_core`], [`ModelOutput`],
+//! [`Progress`] and [`SplitMix64`]) and candle-nn; the student here is a plain linear layer,
+//! in a QAT loop it is the quantized twin.
 //! ```
-//! use candle_core::{DType, Device, Module, Tensor};
-//! use candle_nn::{Optimizer, VarMap};
+//! use candle_core::{Device, Module, Tensor, Var};
+//! use candle_nn::{Linear, Optimizer};
 //! use quarc_coreset::*;
-//! use quarc_quant_core::{LayerPosition, ModelOutput, ParamStore, Progress, QLinear, QatConfig, SplitMix64};
 //!
 //! let dev = Device::Cpu;
 //! // 300 samples, 8 features, 3 classes, from a seeded stream.
@@ -32,14 +34,11 @@
 //! let labels: Vec<u32> = (0..300).map(|i| (i % 3) as u32).collect();
 //! let y_all = Tensor::new(labels.as_slice(), &dev)?;
 //!
-//! // Frozen full-precision reference and a W2 student initialised from it.
+//! // A frozen reference and a student that starts from a copy of its weights.
 //! let w = Tensor::from_vec((0..24).map(|i| ((i * 7 % 11) as f32 - 5.0) / 10.0).collect::<Vec<_>>(), (3, 8), &dev)?;
-//! let reference = candle_nn::Linear::new(w.clone(), None);
-//! let varmap = VarMap::new();
-//! varmap.data().lock().unwrap().insert("fc.weight".into(), candle_core::Var::from_tensor(&w)?);
-//! let store = ParamStore::new(&varmap, DType::F32, &dev);
-//! let student = QLinear::new(8, 3, false, &QatConfig::lsq(2, 8)?.layer(LayerPosition::Middle), &store.pp("fc"))?;
-//! student.calibrate(&x_all)?; // calibrate before the first scoring pass (methods.md §9.9)
+//! let reference = Linear::new(w.clone(), None);
+//! let w_student = Var::from_tensor(&(w.copy()? * 0.9)?)?;
+//! let student = Linear::new(w_student.as_tensor().clone(), None);
 //!
 //! let mut coreset = Coreset::new(
 //!     Box::new(Annealed::acs()),                   // EVS → DS, β(t) = cos(πt/2E)
@@ -48,7 +47,7 @@
 //!     Budget::Fraction(0.1),
 //!     labels.clone(), 3, /* seed */ 42,
 //! )?;
-//! let mut opt = candle_nn::SGD::new(varmap.all_vars(), 0.05)?;
+//! let mut opt = candle_nn::SGD::new(vec![w_student.clone()], 0.05)?;
 //! let epochs = 4;
 //! for epoch in 0..epochs {
 //!     let progress = Progress::new(epoch, epochs);
@@ -57,7 +56,7 @@
 //!         for start in (0..300).step_by(100) {                 // the full data set, eval mode
 //!             let idx: Vec<usize> = (start..start + 100).collect();
 //!             let x = x_all.narrow(0, start, 100)?;
-//!             let s = ModelOutput::logits_only(student.forward_t(&x, false)?);
+//!             let s = ModelOutput::logits_only(student.forward(&x)?);
 //!             let r = ModelOutput::logits_only(reference.forward(&x)?);
 //!             let y = y_all.narrow(0, start, 100)?;
 //!             coreset.feed(&ScoreInput { indices: &idx, labels: &y, student: &s, reference: Some(&r) })?;
@@ -68,7 +67,7 @@
 //!     let subset: Vec<u32> = coreset.current().unwrap().indices.iter().map(|&i| i as u32).collect();
 //!     let ids = Tensor::new(subset.as_slice(), &dev)?;
 //!     let (x, y) = (x_all.index_select(&ids, 0)?, y_all.index_select(&ids, 0)?);
-//!     let loss = candle_nn::loss::cross_entropy(&student.forward_t(&x, true)?, &y)?;
+//!     let loss = candle_nn::loss::cross_entropy(&student.forward(&x)?, &y)?;
 //!     opt.backward_step(&loss)?;
 //! }
 //! let h = coreset.history();
@@ -92,6 +91,8 @@ pub use coreset::{Coreset, SelectionRecord};
 pub use diagnostics::NoiseDiagnostics;
 pub use error::{Error, Result};
 pub use input::{Needs, ScoreInput};
+/// The shared types of this crate's signatures, and candle itself, so that one dependency is enough.
+pub use quarc_base::{FeatureMap, ModelOutput, Progress, SplitMix64, candle_core};
 pub use schedule::SelectionSchedule;
 pub use scorer::{
     Annealed, BetaSchedule, Disagreement, Divergence, El2n, Entropy, ErrorVector, Forgetting, GradNormLastLayer, Loss,

@@ -48,7 +48,7 @@ pub(crate) fn write(path: &Path, tensors: Vec<RawTensor>, metadata: HashMap<Stri
         .collect::<Result<Vec<_>>>()?;
     let bytes =
         safetensors::tensor::serialize(views, Some(metadata)).map_err(|e| Error::InvalidConfig(e.to_string()))?;
-    Ok(quarc_quant_core::atomic_write(path, &bytes)?)
+    Ok(quarc_base::atomic_write(path, &bytes)?)
 }
 
 /// A file read back: its bytes, for [`Reader`].

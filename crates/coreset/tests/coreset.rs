@@ -1,8 +1,8 @@
 //! The orchestrator, the score table and a user-defined scorer plugged in through the public API.
 
 use candle_core::{DType, Device, Tensor};
+use quarc_base::{ModelOutput, Progress};
 use quarc_coreset::*;
-use quarc_quant_core::{ModelOutput, Progress};
 
 /// A scorer written by a user: prefers samples whose student logit for class 0 is large.
 struct ClassZeroLogit;

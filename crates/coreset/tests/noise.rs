@@ -1,8 +1,8 @@
 //! Noise diagnostics through the orchestrator, and which scorers read labels.
 
 use candle_core::{Device, Tensor};
+use quarc_base::{ModelOutput, Progress};
 use quarc_coreset::*;
-use quarc_quant_core::{ModelOutput, Progress};
 
 #[test]
 fn diagnostics_count_a_hand_built_case() {

@@ -21,8 +21,8 @@
 //! ```
 
 use candle_core::{Device, Tensor};
+use quarc_base::{FeatureMap, ModelOutput, Progress};
 use quarc_coreset::*;
-use quarc_quant_core::{FeatureMap, ModelOutput, Progress};
 
 const EVS: [f32; 3] = [0.279_687_58, 0.775_383_3, 0.080_821_9];
 const DS: [f32; 3] = [0.275_900_75, 0.256_886_84, 0.343_514_23];

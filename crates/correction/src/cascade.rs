@@ -2,7 +2,7 @@
 //! full-precision model's at several depths.
 
 use candle_core::Tensor;
-use quarc_quant_core::{BlockwiseModule, ModelOutput, Progress};
+use quarc_base::{BlockwiseModule, ModelOutput, Progress};
 use serde::{Deserialize, Serialize};
 
 use crate::loss::check_pair;
@@ -11,7 +11,7 @@ use crate::{AlignmentLoss, Error, Result};
 /// One aligned layer: a student feature, the reference feature it is pulled towards, a weight.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LayerPair {
-    /// Feature name in the student's [`quarc_quant_core::FeatureMap`] (and the block name in
+    /// Feature name in the student's [`quarc_base::FeatureMap`] (and the block name in
     /// [`CascadeMode::ReferenceInputs`]).
     pub student: String,
     /// Feature name in the reference's map.
@@ -32,7 +32,7 @@ impl LayerPair {
     }
 }
 
-/// Which reading of "cascaded" (methods.md §5.4, readings A–C).
+/// Which reading of "cascaded" (docs/methods.md, "Cascaded layer correction", readings A–C).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum CascadeMode {

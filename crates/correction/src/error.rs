@@ -36,9 +36,9 @@ pub enum Error {
     /// An invalid setting.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
-    /// An error from quant-core's shared ops.
+    /// An error from the shared per-sample ops (quarc-base).
     #[error(transparent)]
-    Quant(#[from] quarc_quant_core::Error),
+    Base(#[from] quarc_base::Error),
     /// An error from candle.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
@@ -47,4 +47,4 @@ pub enum Error {
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-quarc_quant_core::bridge_to_candle_error!(Error);
+quarc_base::bridge_to_candle_error!(Error);

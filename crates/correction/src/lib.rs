@@ -13,15 +13,16 @@
 //!   the modes [`CascadeMode::NaturalForward`], [`CascadeMode::ReferenceInputs`] and
 //!   [`CascadeMode::Progressive`].
 //!
-//! The exact CLC of the QuaRC paper is not public; every reading listed in the project's
-//! methods notes is an option here, the recommended one the default.
+//! The exact CLC of the QuaRC paper is not public; every reading listed in the repository's
+//! docs/methods.md is an option here, the recommended one the default.
 //!
 //! ## The QuaRC objective `KD + β·CLC` in a user's loop
 //! ```
 //! use candle_core::{DType, Device, Module, Tensor};
 //! use candle_nn::{Optimizer, VarMap};
 //! use quarc_correction::*;
-//! use quarc_quant_core::{FeatureMap, LayerPosition, ModelOutput, ParamStore, Progress, QLinear, QatConfig};
+//! // The quantized layers come from quarc-quant-core; everything else from this crate.
+//! use quarc_quant_core::{LayerPosition, ParamStore, QLinear, QatConfig, QuantizerConfig};
 //!
 //! let dev = Device::Cpu;
 //! let x = Tensor::rand(-1f32, 1.0, (16, 6), &dev)?;
@@ -32,7 +33,7 @@
 //! varmap.data().lock().unwrap().insert("b1.weight".into(), candle_core::Var::from_tensor(&w1)?);
 //! varmap.data().lock().unwrap().insert("b2.weight".into(), candle_core::Var::from_tensor(&w2)?);
 //! let store = ParamStore::new(&varmap, DType::F32, &dev);
-//! let q = QatConfig { activation: quarc_quant_core::QuantizerConfig::Identity, ..QatConfig::lsq(2, 2)? };
+//! let q = QatConfig { activation: QuantizerConfig::Identity, ..QatConfig::lsq(2, 2)? };
 //! let (q1, q2) = (QLinear::new(6, 8, false, &q.layer(LayerPosition::Middle), &store.pp("b1"))?,
 //!                 QLinear::new(8, 4, false, &q.layer(LayerPosition::Middle), &store.pp("b2"))?);
 //! q1.calibrate(&x)?;
@@ -75,3 +76,5 @@ pub use error::{Error, Result};
 pub use loss::{
     AlignmentLoss, CosineDistance, Distillation, FeatureKl, KdForm, KlDirection, Mse, NormalizedMse, SoftmaxAxis,
 };
+/// The shared types of this crate's signatures, and candle itself, so that one dependency is enough.
+pub use quarc_base::{BlockwiseModule, FeatureMap, ModelOutput, Progress, candle_core};

@@ -1,6 +1,6 @@
 //! Seeded augmentation and per-channel normalisation, applied per sample while a batch is built.
 
-use quarc_quant_core::SplitMix64;
+use quarc_base::SplitMix64;
 
 use crate::{Error, ImageShape, Result};
 

@@ -139,7 +139,7 @@ pub fn write_cifar10_bin(ds: &dyn Dataset, path: &Path) -> Result<()> {
         out.push(ds.label(i)? as u8);
         out.extend_from_slice(ds.image(i)?);
     }
-    quarc_quant_core::atomic_write(path, &out).map_err(|e| Error::InvalidConfig(e.to_string()))
+    quarc_base::atomic_write(path, &out).map_err(|e| Error::InvalidConfig(e.to_string()))
 }
 
 /// Writes a 3×32×32 data set as one CIFAR-100 binary file with the given coarse and fine labels.
@@ -153,5 +153,5 @@ pub fn write_cifar100_bin(ds: &dyn Dataset, coarse: &[u32], path: &Path) -> Resu
         out.push(ds.label(i)? as u8);
         out.extend_from_slice(ds.image(i)?);
     }
-    quarc_quant_core::atomic_write(path, &out).map_err(|e| Error::InvalidConfig(e.to_string()))
+    quarc_base::atomic_write(path, &out).map_err(|e| Error::InvalidConfig(e.to_string()))
 }

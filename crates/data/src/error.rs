@@ -64,4 +64,4 @@ pub enum Error {
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-quarc_quant_core::bridge_to_candle_error!(Error);
+quarc_base::bridge_to_candle_error!(Error);

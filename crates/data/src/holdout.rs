@@ -1,7 +1,7 @@
 //! A seeded, class-stratified hold-out split: the validation set that tuning reads instead of
 //! the test set.
 
-use quarc_quant_core::SplitMix64;
+use quarc_base::SplitMix64;
 
 use crate::{Dataset, Error, InMemoryDataset, Result};
 

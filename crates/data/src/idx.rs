@@ -163,6 +163,6 @@ pub fn write_idx(ds: &InMemoryDataset, images: &Path, labels: &Path) -> Result<(
         img.extend_from_slice(ds.image(i)?);
         lab.push(ds.label(i)? as u8);
     }
-    quarc_quant_core::atomic_write(images, &img).map_err(|e| Error::InvalidConfig(e.to_string()))?;
-    quarc_quant_core::atomic_write(labels, &lab).map_err(|e| Error::InvalidConfig(e.to_string()))
+    quarc_base::atomic_write(images, &img).map_err(|e| Error::InvalidConfig(e.to_string()))?;
+    quarc_base::atomic_write(labels, &lab).map_err(|e| Error::InvalidConfig(e.to_string()))
 }

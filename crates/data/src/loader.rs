@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, channel};
 
 use candle_core::{Device, Tensor};
-use quarc_quant_core::{SplitMix64, mix};
+use quarc_base::{SplitMix64, mix};
 use rayon::prelude::*;
 
 use crate::augment::prepare;

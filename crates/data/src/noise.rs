@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use quarc_quant_core::SplitMix64;
+use quarc_base::SplitMix64;
 
 use crate::{Dataset, Error, ImageShape, Result};
 

@@ -91,24 +91,23 @@ pub enum Error {
 /// The crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Implements `From<$error> for candle_core::Error` for an error enum with a `Candle` variant:
-/// the candle error comes back unwrapped, any other is wrapped, so `?` works inside a user's
-/// `candle_core::Result` function. Every quarc crate's `Error` uses it.
-#[macro_export]
-macro_rules! bridge_to_candle_error {
-    ($error:ident) => {
-        impl From<$error> for candle_core::Error {
-            fn from(e: $error) -> Self {
-                match e {
-                    $error::Candle(c) => c,
-                    other => candle_core::Error::wrap(other),
-                }
-            }
-        }
-    };
-}
+quarc_base::bridge_to_candle_error!(Error);
 
-bridge_to_candle_error!(Error);
+/// The shared ops' errors map onto the variants of the same name.
+impl From<quarc_base::Error> for Error {
+    fn from(e: quarc_base::Error) -> Self {
+        use quarc_base::Error as B;
+        match e {
+            B::ShapeMismatch { context, expected, got } => Error::ShapeMismatch { context, expected, got },
+            B::UnsupportedDType { dtype, context } => Error::UnsupportedDType { dtype, context },
+            B::InvalidConfig(m) => Error::InvalidConfig(m),
+            B::Empty(m) => Error::Empty(m),
+            B::Io { path, source } => Error::Io { path, source },
+            B::Candle(c) => Error::Candle(c),
+            other => Error::InvalidConfig(other.to_string()),
+        }
+    }
+}
 
 impl Error {
     pub(crate) fn config(msg: impl Into<String>) -> Self {

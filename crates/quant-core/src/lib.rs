@@ -62,35 +62,37 @@
 
 pub mod error;
 pub mod export;
-pub mod functional;
 mod guard;
-mod io;
 pub mod nn;
 pub mod observer;
-mod output;
 mod param_store;
 pub mod quantizer;
 mod range;
-mod rng;
 mod rounding;
 pub mod ste;
 
 pub use error::{Error, Result};
 pub use export::fold_batch_norm;
 pub use guard::{BUFFER_SUFFIXES, GradientReport, check_gradients, is_buffer};
-pub use io::atomic_write;
 pub use nn::{LayerPolicy, LayerPosition, LayerQuant, QConv2d, QLinear, QatConfig, conv2d_with_bias};
 pub use observer::{EmaMinMaxObserver, MinMaxObserver, Observer};
-pub use output::{BlockwiseModule, FeatureMap, FeatureModule, LogitsOnly, ModelOutput, Progress};
 pub use param_store::ParamStore;
 pub use quantizer::{
     FusableLsq, GradScaleMode, Identity, InitMode, Lsq, LsqConfig, LsqPlus, LsqPlusConfig, Mode, ObserverKind, Pact,
     PactConfig, PactInit, QParams, Quantizer, QuantizerConfig, Role, Uniform, UniformConfig,
 };
+/// The shared types and per-sample ops live in `quarc-base`; re-exported here so that one
+/// dependency is enough for a QAT loop.
+pub use quarc_base::{
+    BlockwiseModule, FeatureMap, FeatureModule, LogitsOnly, ModelOutput, Progress, SplitMix64, atomic_write,
+    bridge_to_candle_error, functional, mix,
+};
 pub use range::{MAX_BITS, MIN_BITS, QRange, Signedness, validate_bits};
-pub use rng::{SplitMix64, mix};
 pub use rounding::round_half_even;
 pub use ste::{
     Backend, Granularity, LsqOptions, STEP_EPS, fake_quant, lsq_fake_quant, lsq_grad_scale, lsq_plus_fake_quant,
     pact_fake_quant, reference,
 };
+/// The candle crates of quant-core's public signatures, re-exported so that a user's candle is
+/// the same version.
+pub use {candle_core, candle_nn};

@@ -33,7 +33,7 @@ pub enum Method {
     /// Class-balanced random subset, fixed for the run.
     Random,
     /// A fresh class-balanced random subset at every selection epoch (the "resample every R"
-    /// control of methods.md §8.1: data diversity without scoring).
+    /// control of docs/methods.md, "Controls": data diversity without scoring).
     RandomResample,
     /// EL2N of the full-precision reference, one-shot.
     El2n,
@@ -126,7 +126,7 @@ pub enum SelectorKind {
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClcLoss {
-    /// KL of softmax-normalised features (QuaRC, methods.md §5.4).
+    /// KL of softmax-normalised features (QuaRC; docs/methods.md, "Cascaded layer correction").
     FeatureKl {
         /// Normalisation axis.
         axis: SoftmaxAxis,

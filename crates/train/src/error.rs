@@ -28,6 +28,9 @@ pub enum Error {
     /// From quant-core.
     #[error(transparent)]
     Quant(#[from] quarc_quant_core::Error),
+    /// An error from the shared ops (quarc-base): file writes, per-sample functions.
+    #[error(transparent)]
+    Base(#[from] quarc_base::Error),
     /// From the coreset crate.
     #[error(transparent)]
     Coreset(#[from] quarc_coreset::Error),

@@ -319,7 +319,7 @@ impl Experiment {
             self.loader(&self.train, true)?,
         );
 
-        // Resume, or calibrate before the first scoring pass (methods.md §9.9).
+        // Resume, or calibrate before the first scoring pass (docs/methods.md, "Selection and schedule").
         let state_path = self.run_dir.join("state.json");
         let log_path = self.run_dir.join("log.jsonl");
         let mut start = 0;

@@ -1,7 +1,7 @@
 //! ACS as a combinator: two scores mixed by an annealed weight β(t).
 
 use candle_core::Tensor;
-use quarc_quant_core::Progress;
+use quarc_base::Progress;
 
 use super::columns::{as_columns, nest, split, unnest};
 use crate::{BetaSchedule, Disagreement, ErrorVector, Needs, Normalization, Result, ScoreInput, Scorer, StateRecord};

@@ -1,7 +1,7 @@
 //! The `Scorer` trait.
 
 use candle_core::Tensor;
-use quarc_quant_core::Progress;
+use quarc_base::Progress;
 
 use crate::{Error, Needs, Result, ScoreInput, StateRecord};
 
@@ -17,7 +17,7 @@ use crate::{Error, Needs, Result, ScoreInput, StateRecord};
 /// ```
 /// use candle_core::Tensor;
 /// use quarc_coreset::{Needs, Scorer, ScoreInput, Result};
-/// use quarc_quant_core::Progress;
+/// use quarc_base::Progress;
 ///
 /// /// Prefers samples whose top logit is small.
 /// struct LowConfidence;
@@ -94,7 +94,7 @@ pub enum ModelSource {
 
 impl ModelSource {
     /// The chosen model's outputs.
-    pub fn pick<'a>(&self, input: &ScoreInput<'a>, scorer: &str) -> Result<&'a quarc_quant_core::ModelOutput> {
+    pub fn pick<'a>(&self, input: &ScoreInput<'a>, scorer: &str) -> Result<&'a quarc_base::ModelOutput> {
         match self {
             ModelSource::Student => Ok(input.student),
             ModelSource::Reference => input.reference(scorer),

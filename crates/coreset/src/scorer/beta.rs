@@ -1,6 +1,6 @@
 //! β(t) schedules for annealed score mixing.
 
-use quarc_quant_core::Progress;
+use quarc_base::Progress;
 use serde::{Deserialize, Serialize};
 
 /// The weight β(t) of the first score in [`crate::Annealed`], with `t` the 0-based epoch and `E`
@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 ///
 /// ```
 /// use quarc_coreset::BetaSchedule;
-/// use quarc_quant_core::Progress;
+/// use quarc_base::Progress;
 /// let half = Progress::new(50, 100);
 /// assert!((BetaSchedule::PaperCosine.beta(&half) - 0.5f64.sqrt()).abs() < 1e-12); // cos(π/4)
 /// assert!((BetaSchedule::CodeCosine.beta(&half) - 0.5).abs() < 1e-12);            // ½(1 + cos(π/2))

@@ -1,7 +1,7 @@
 //! DS: the disagreement score of ACS.
 
 use candle_core::{DType, Tensor};
-use quarc_quant_core::{Progress, functional::probability_distance};
+use quarc_base::{Progress, functional::probability_distance};
 
 use crate::{Needs, Result, ScoreInput, Scorer};
 

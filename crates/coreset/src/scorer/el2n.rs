@@ -1,7 +1,7 @@
 //! EL2N (Paul et al. 2021).
 
 use candle_core::{DType, Tensor};
-use quarc_quant_core::{Progress, functional::error_vector_norm};
+use quarc_base::{Progress, functional::error_vector_norm};
 
 use crate::{ModelSource, Needs, Result, ScoreInput, Scorer};
 

@@ -1,7 +1,7 @@
 //! Predictive entropy (uncertainty sampling).
 
 use candle_core::{DType, Tensor};
-use quarc_quant_core::{Progress, functional::entropy_per_sample};
+use quarc_base::{Progress, functional::entropy_per_sample};
 
 use crate::{ModelSource, Needs, Result, ScoreInput, Scorer};
 

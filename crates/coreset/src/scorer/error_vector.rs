@@ -1,7 +1,7 @@
 //! EVS: the error vector score of ACS.
 
 use candle_core::{DType, Tensor};
-use quarc_quant_core::{Progress, functional::error_vector_norm};
+use quarc_base::{Progress, functional::error_vector_norm};
 
 use crate::{Needs, Result, ScoreInput, Scorer};
 

@@ -1,7 +1,7 @@
 //! Forgetting events (Toneva et al., ICLR 2019).
 
 use candle_core::{DType, Tensor};
-use quarc_quant_core::Progress;
+use quarc_base::Progress;
 
 use crate::{Error, Needs, Result, ScoreInput, Scorer, StateRecord};
 

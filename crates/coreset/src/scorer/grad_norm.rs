@@ -1,7 +1,7 @@
 //! Closed-form last-layer gradient norm (GraNd restricted to the classifier).
 
 use candle_core::{D, DType, Tensor};
-use quarc_quant_core::{
+use quarc_base::{
     Progress,
     functional::{one_hot, softmax},
 };
@@ -10,7 +10,7 @@ use crate::{Error, ModelSource, Needs, Result, ScoreInput, Scorer};
 
 /// `‖∂CE/∂(W, b)‖` of the last linear layer `z = W h + b`, in closed form with no per-sample
 /// backward: the gradient is `(p − y) hᵀ` for W and `p − y` for b, so its norm is
-/// `‖p − y‖ · √(‖h‖² + 1)`. `feature` names the classifier's input in [`quarc_quant_core::FeatureMap`].
+/// `‖p − y‖ · √(‖h‖² + 1)`. `feature` names the classifier's input in [`quarc_base::FeatureMap`].
 #[derive(Clone, Debug)]
 pub struct GradNormLastLayer {
     /// Which model.

@@ -1,7 +1,7 @@
 //! Per-sample cross-entropy.
 
 use candle_core::{D, DType, Tensor};
-use quarc_quant_core::{Progress, functional::log_softmax};
+use quarc_base::{Progress, functional::log_softmax};
 
 use crate::{ModelSource, Needs, Result, ScoreInput, Scorer};
 

@@ -1,7 +1,7 @@
 //! Margin uncertainty.
 
 use candle_core::{D, DType, Tensor};
-use quarc_quant_core::{Progress, functional::softmax};
+use quarc_base::{Progress, functional::softmax};
 
 use crate::{Error, ModelSource, Needs, Result, ScoreInput, Scorer};
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Tensor};
-use quarc_quant_core::Progress;
+use quarc_base::Progress;
 
 use crate::{Error, ModelSource, Needs, Result, ScoreInput, Scorer};
 

@@ -1,13 +1,13 @@
 //! Random scores (seeded): the baseline every table needs.
 
 use candle_core::Tensor;
-use quarc_quant_core::{Progress, SplitMix64, mix};
+use quarc_base::{Progress, SplitMix64, mix};
 
 use crate::{Result, ScoreInput, Scorer};
 
 /// A uniform random score per sample, a pure function of `(seed, index[, epoch])`, so it does
 /// not depend on batch order or worker. With `resample_each_selection`, every selection epoch
-/// draws anew (the "resample every R" control of methods.md §8.1); otherwise one fixed draw.
+/// draws anew (the "resample every R" control of docs/methods.md, "Controls"); otherwise one fixed draw.
 #[derive(Clone, Copy, Debug)]
 pub struct RandomScore {
     /// The seed.

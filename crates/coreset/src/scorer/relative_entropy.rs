@@ -1,7 +1,7 @@
 //! RES: the relative entropy score of QuaRC.
 
 use candle_core::{DType, Tensor};
-use quarc_quant_core::{
+use quarc_base::{
     Progress,
     functional::{kl_per_sample, log_softmax},
 };
@@ -13,7 +13,7 @@ use crate::{Error, Needs, Result, ScoreInput, Scorer};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Divergence {
-    /// `KL(p_Q ‖ p_F)`, the direction QuaRC reports (methods.md §5.2).
+    /// `KL(p_Q ‖ p_F)`, the direction QuaRC reports (docs/methods.md, "Scores").
     #[default]
     QuantizedToReference,
     /// `KL(p_F ‖ p_Q)`, the distillation direction.

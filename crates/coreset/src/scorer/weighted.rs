@@ -1,14 +1,14 @@
 //! A weighted sum of scorers, each normalised over the whole pass.
 
 use candle_core::Tensor;
-use quarc_quant_core::Progress;
+use quarc_base::Progress;
 
 use super::columns::{as_columns, nest, split, unnest};
 use crate::{Error, Needs, Normalization, Result, ScoreInput, Scorer, StateRecord};
 
 /// `Σ_j w_j · norm(s_j)`: mixes any scorers with fixed weights after the pass.
 ///
-/// [`WeightedSum::quarc`] builds QuaRC's selection score, `ACS + λ·RES` (methods.md §5.3).
+/// [`WeightedSum::quarc`] builds QuaRC's selection score, `ACS + λ·RES` (docs/methods.md, "Scores").
 pub struct WeightedSum {
     parts: Vec<(f64, Box<dyn Scorer>)>,
     normalization: Normalization,

@@ -1,6 +1,6 @@
 //! Seeded uniform random selection.
 
-use quarc_quant_core::{SplitMix64, mix};
+use quarc_base::{SplitMix64, mix};
 
 use super::base::check_k;
 use crate::{Result, SelectContext, Selector};

@@ -1,6 +1,6 @@
 //! Coverage-centric (CCS-style) stratified selection.
 
-use quarc_quant_core::{SplitMix64, mix};
+use quarc_base::{SplitMix64, mix};
 
 use super::base::{by_score, check_k};
 use crate::{Direction, Error, Result, SelectContext, Selector};

@@ -1,7 +1,7 @@
 //! Knowledge distillation on logits, optionally mixed with hard-label cross-entropy.
 
 use candle_core::{D, DType, Tensor};
-use quarc_quant_core::functional::{kl_per_sample, log_softmax, soft_cross_entropy_per_sample};
+use quarc_base::functional::{kl_per_sample, log_softmax, soft_cross_entropy_per_sample};
 use serde::{Deserialize, Serialize};
 
 use super::base::{AlignmentLoss, check_pair};

@@ -1,13 +1,13 @@
 //! KL divergence between softmax-normalised features: CLC's divergence.
 
 use candle_core::Tensor;
-use quarc_quant_core::functional::kl_per_sample;
+use quarc_base::functional::kl_per_sample;
 use serde::{Deserialize, Serialize};
 
 use super::base::{AlignmentLoss, check_pair};
 use crate::{Error, Result};
 
-/// Over which axis a feature map is turned into a distribution (methods.md §5.4, readings i–iii).
+/// Over which axis a feature map is turned into a distribution (docs/methods.md, "Cascaded layer correction", readings i–iii).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SoftmaxAxis {

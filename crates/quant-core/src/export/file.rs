@@ -166,7 +166,7 @@ impl IntegerExport {
             .collect::<Result<Vec<_>>>()?;
         let bytes = safetensors::tensor::serialize(views, Some(meta))
             .map_err(|e| Error::config(format!("safetensors: {e}")))?;
-        atomic_write(path, &bytes)
+        Ok(atomic_write(path, &bytes)?)
     }
 
     /// Reads an export written by [`IntegerExport::save`], validating every tensor.

@@ -43,7 +43,7 @@ impl Default for LsqPlusConfig {
 /// LSQ+ fake quantizer: learnable step `s` (`step`) and offset `o` (`offset`),
 /// `y = s · clamp(round((x − o)/s), qn, qp) + o`.
 ///
-/// Initialisation (methods.md §5.7): activations from the batch's min/max
+/// Initialisation (docs/methods.md, "Quantizer defaults"): activations from the batch's min/max
 /// (`s = (max − min)/(qp − qn)`, `o = min − qn·s`); weights from
 /// `s = max(|μ − 3σ|, |μ + 3σ|) / 2^(b−1)`, `o = 0`.
 #[derive(Debug)]

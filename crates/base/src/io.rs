@@ -12,10 +12,10 @@ use crate::{Error, Result};
 /// let dir = std::env::temp_dir().join(format!("quarc-doc-{}", std::process::id()));
 /// std::fs::create_dir_all(&dir).unwrap();
 /// let path = dir.join("a.bin");
-/// quarc_quant_core::atomic_write(&path, b"hello")?;
+/// quarc_base::atomic_write(&path, b"hello")?;
 /// assert_eq!(std::fs::read(&path).unwrap(), b"hello");
 /// # std::fs::remove_dir_all(&dir).unwrap();
-/// # Ok::<(), quarc_quant_core::Error>(())
+/// # Ok::<(), quarc_base::Error>(())
 /// ```
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |source| Error::Io {

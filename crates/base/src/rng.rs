@@ -6,7 +6,7 @@
 /// SplitMix64 (Steele, Lea, Flood 2014).
 ///
 /// ```
-/// use quarc_quant_core::SplitMix64;
+/// use quarc_base::SplitMix64;
 /// let mut a = SplitMix64::new(7);
 /// let mut b = SplitMix64::new(7);
 /// assert_eq!(a.next_u64(), b.next_u64());

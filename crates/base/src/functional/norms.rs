@@ -16,9 +16,9 @@ use crate::{Error, Result};
 /// // p = [0.5, 0.5], y = 0: ‖[−0.5, 0.5]‖ = √0.5
 /// let z = Tensor::new(&[[0f32, 0.0]], &Device::Cpu)?;
 /// let y = Tensor::new(&[0u32], &Device::Cpu)?;
-/// let e = quarc_quant_core::functional::error_vector_norm(&z, &y)?.to_vec1::<f32>()?;
+/// let e = quarc_base::functional::error_vector_norm(&z, &y)?.to_vec1::<f32>()?;
 /// assert!((e[0] - 0.5f32.sqrt()).abs() < 1e-6);
-/// # Ok::<(), quarc_quant_core::Error>(())
+/// # Ok::<(), quarc_base::Error>(())
 /// ```
 pub fn error_vector_norm(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let (b, k) = logits_dims(logits, "error_vector_norm")?;

@@ -13,10 +13,10 @@ use crate::Result;
 /// ```
 /// use candle_core::{Device, Tensor};
 /// let z = Tensor::new(&[[1000f32, 1000.0]], &Device::Cpu)?;
-/// let lp = quarc_quant_core::functional::log_softmax(&z, 1.0)?;
+/// let lp = quarc_base::functional::log_softmax(&z, 1.0)?;
 /// let v = lp.to_vec2::<f32>()?;
 /// assert!((v[0][0] - (0.5f32).ln()).abs() < 1e-6 && (v[0][1] - (0.5f32).ln()).abs() < 1e-6);
-/// # Ok::<(), quarc_quant_core::Error>(())
+/// # Ok::<(), quarc_base::Error>(())
 /// ```
 pub fn log_softmax(logits: &Tensor, temperature: f64) -> Result<Tensor> {
     logits_dims(logits, "log_softmax")?;

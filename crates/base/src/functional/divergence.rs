@@ -14,14 +14,14 @@ use crate::Result;
 ///
 /// ```
 /// use candle_core::{Device, Tensor};
-/// use quarc_quant_core::functional::kl_per_sample;
+/// use quarc_base::functional::kl_per_sample;
 /// // p = softmax([0, ln 3]) = [0.25, 0.75], q = [0.5, 0.5]:
 /// // KL = 0.25 ln 0.5 + 0.75 ln 1.5 = 0.130812...
 /// let p = Tensor::new(&[[0f32, 3f32.ln()]], &Device::Cpu)?;
 /// let q = Tensor::new(&[[0f32, 0.0]], &Device::Cpu)?;
 /// let kl = kl_per_sample(&p, &q, 1.0)?.to_vec1::<f32>()?;
 /// assert!((kl[0] - 0.130_812_04).abs() < 1e-6);
-/// # Ok::<(), quarc_quant_core::Error>(())
+/// # Ok::<(), quarc_base::Error>(())
 /// ```
 pub fn kl_per_sample(p_logits: &Tensor, q_logits: &Tensor, temperature: f64) -> Result<Tensor> {
     same_logits(p_logits, q_logits, "kl_per_sample")?;
@@ -51,9 +51,9 @@ pub fn soft_cross_entropy_per_sample(target_logits: &Tensor, logits: &Tensor, te
 /// ```
 /// use candle_core::{Device, Tensor};
 /// let z = Tensor::new(&[[0f32, 0.0, 0.0, 0.0]], &Device::Cpu)?;
-/// let h = quarc_quant_core::functional::entropy_per_sample(&z, 1.0)?.to_vec1::<f32>()?;
+/// let h = quarc_base::functional::entropy_per_sample(&z, 1.0)?.to_vec1::<f32>()?;
 /// assert!((h[0] - 4f32.ln()).abs() < 1e-6);
-/// # Ok::<(), quarc_quant_core::Error>(())
+/// # Ok::<(), quarc_base::Error>(())
 /// ```
 pub fn entropy_per_sample(logits: &Tensor, temperature: f64) -> Result<Tensor> {
     logits_dims(logits, "entropy_per_sample")?;

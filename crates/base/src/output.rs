@@ -93,7 +93,7 @@ impl ModelOutput {
 ///
 /// ```
 /// use candle_core::{Device, Module, Tensor};
-/// use quarc_quant_core::{FeatureModule, LogitsOnly};
+/// use quarc_base::{FeatureModule, LogitsOnly};
 /// let model = LogitsOnly(candle_nn::Linear::new(Tensor::ones((3, 2), candle_core::DType::F32, &Device::Cpu)?, None));
 /// let out = model.forward_features(&Tensor::ones((4, 2), candle_core::DType::F32, &Device::Cpu)?, false)?;
 /// assert_eq!(out.logits.dims(), &[4, 3]);
