@@ -11,6 +11,7 @@ use quarc::coreset::BetaSchedule;
 use quarc::correction::CascadeMode;
 use quarc::train::Method;
 use quarc::train::cifar::{CifarRun, run};
+use tracing_subscriber::filter::LevelFilter;
 
 #[derive(Parser, Debug)]
 #[command(about = "ResNet-18 quantization-aware training on a CIFAR-10 coreset")]
@@ -73,6 +74,16 @@ struct Args {
 
 fn main() {
     quarc::runtime::apply_malloc_tunables();
+    // RUST_LOG=info (or debug, trace) prints the library's tracing events on stderr.
+    if let Some(level) = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<LevelFilter>().ok())
+    {
+        tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     if let Err(e) = real_main() {
         eprintln!("error: {e}");
         std::process::exit(1);

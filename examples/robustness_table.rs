@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing_subscriber::filter::LevelFilter;
 
 use clap::Parser;
 use quarc::data::{Dataset, NoiseKind, NoisyLabels, Normalize, Split, fashion_mnist};
@@ -175,6 +176,16 @@ fn noise_kind(spec: &str) -> Result<(NoiseKind, f64), String> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     quarc::runtime::apply_malloc_tunables();
+    // RUST_LOG=info (or debug, trace) prints the library's tracing events on stderr.
+    if let Some(level) = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<LevelFilter>().ok())
+    {
+        tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let a = Args::parse();
     std::fs::create_dir_all(&a.out)?;
     let results = a.out.join("results.jsonl");

@@ -10,6 +10,7 @@
 //! `--device cuda` trains on the first GPU (build with `--features cuda`).
 
 use std::sync::Arc;
+use tracing_subscriber::filter::LevelFilter;
 
 use clap::Parser;
 use quarc::data::{Dataset, Normalize, Split, fashion_mnist, load_cifar10};
@@ -51,6 +52,16 @@ struct Args {
 
 fn main() {
     quarc::runtime::apply_malloc_tunables();
+    // RUST_LOG=info (or debug, trace) prints the library's tracing events on stderr.
+    if let Some(level) = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<LevelFilter>().ok())
+    {
+        tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     if let Err(e) = real_main() {
         eprintln!("error: {e}");
         std::process::exit(1);

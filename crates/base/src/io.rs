@@ -41,5 +41,6 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
+    tracing::trace!(path = %path.display(), bytes = bytes.len(), ok = result.is_ok(), "atomic write");
     result.map_err(io)
 }

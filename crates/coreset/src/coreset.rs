@@ -114,6 +114,7 @@ impl Coreset {
     pub fn begin_scoring(&mut self, progress: Progress) -> Result<()> {
         self.table = Some(ScoreTable::new(self.labels.len(), self.scorer.columns())?);
         self.pass = Some((progress, Instant::now(), 0.0));
+        tracing::debug!(epoch = progress.epoch, samples = self.labels.len(), scorer = %self.scorer.name(), "scoring pass started");
         Ok(())
     }
 
@@ -145,6 +146,29 @@ impl Coreset {
             .record(input.indices, &flat)?;
         self.pass = Some((progress, started, started.elapsed().as_secs_f64()));
         Ok(())
+    }
+
+    /// A selection at `progress` with no scoring pass, for scorers whose scores depend on the
+    /// dataset index alone ([`Needs::index_only`]: random, `random_resample`, `rs2`): the loop
+    /// runs no forward pass over the data set. Errors for any other scorer.
+    pub fn select_without_pass(&mut self, progress: Progress) -> Result<&Selection> {
+        if !self.needs().index_only {
+            return Err(Error::MissingInput {
+                scorer: self.scorer.name(),
+                what: "a scoring pass over the data set (its scores read model outputs)".into(),
+            });
+        }
+        self.begin_scoring(progress)?;
+        let indices: Vec<usize> = (0..self.labels.len()).collect();
+        let scores = self
+            .scorer
+            .score_indices(&indices, &progress)
+            .ok_or_else(|| Error::MissingInput {
+                scorer: self.scorer.name(),
+                what: "scores by index (needs() says index_only, but score_indices gave none)".into(),
+            })?;
+        self.table.as_mut().ok_or(Error::NoScores)?.record(&indices, &scores)?;
+        self.select()
     }
 
     /// Passes a training batch to scorers that observe training (forgetting).
@@ -189,6 +213,18 @@ impl Coreset {
                 .transpose()?,
         });
         self.pass = None;
+        if let Some(r) = self.history.last() {
+            tracing::info!(
+                epoch = r.epoch,
+                size = r.size,
+                of = self.labels.len(),
+                scoring_secs = r.scoring_secs,
+                selection_secs = r.selection_secs,
+                mixing = ?r.mixing_weights,
+                selector = %self.selector.name(),
+                "coreset selected"
+            );
+        }
         Ok(self.current.insert(selection))
     }
 

@@ -105,6 +105,9 @@ pub struct Needs {
     pub labels: bool,
     /// A call of [`crate::Scorer::observe`] on every training batch.
     pub observe_training: bool,
+    /// The scores depend on the dataset index and the progress alone (no model output), so a
+    /// selection needs no scoring pass: [`crate::Coreset::select_without_pass`].
+    pub index_only: bool,
 }
 
 impl Needs {
@@ -115,6 +118,7 @@ impl Needs {
             features: self.features || other.features,
             labels: self.labels || other.labels,
             observe_training: self.observe_training || other.observe_training,
+            index_only: self.index_only && other.index_only,
         }
     }
 }

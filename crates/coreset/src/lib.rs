@@ -77,6 +77,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod config;
 mod coreset;
 mod diagnostics;
 mod error;
@@ -87,6 +88,7 @@ pub mod selector;
 mod state;
 mod table;
 
+pub use config::{CoresetConfig, MAX_BINS, PRESETS, ScheduleConfig, ScorerConfig, SelectorConfig, WeightedPart};
 pub use coreset::{Coreset, SelectionRecord};
 pub use diagnostics::NoiseDiagnostics;
 pub use error::{Error, Result};
@@ -99,7 +101,12 @@ pub use scorer::{
     Margin, ModelSource, Moderate, Normalization, RandomScore, RelativeEntropy, Scorer, WeightedSum,
 };
 pub use selector::{
-    Budget, ClassBalanced, Direction, RandomSelector, SelectContext, Selection, Selector, Stratified, TopK,
+    Budget, ClassBalanced, Direction, RandomSelector, Rs2, SelectContext, Selection, Selector, Stratified, TopK,
 };
 pub use state::StateRecord;
 pub use table::ScoreTable;
+
+/// The README example, compiled and run as a doc-test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctest;

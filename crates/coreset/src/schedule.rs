@@ -51,7 +51,7 @@ impl SelectionSchedule {
         match self.every {
             _ if epoch < self.first_epoch => false,
             None => epoch == self.first_epoch,
-            Some(r) => (epoch - self.first_epoch) % r.max(1) == 0,
+            Some(r) => (epoch - self.first_epoch).is_multiple_of(r.max(1)),
         }
     }
 }

@@ -129,12 +129,12 @@ impl Cascade {
 
     /// The same cascade in another mode.
     pub fn with_mode(mut self, mode: CascadeMode) -> Result<Self> {
-        if let CascadeMode::Progressive { start, every } = mode {
-            if start == 0 || every == 0 {
-                return Err(Error::InvalidConfig(
-                    "progressive mode needs start ≥ 1 and every ≥ 1".into(),
-                ));
-            }
+        if let CascadeMode::Progressive { start, every } = mode
+            && (start == 0 || every == 0)
+        {
+            return Err(Error::InvalidConfig(
+                "progressive mode needs start ≥ 1 and every ≥ 1".into(),
+            ));
         }
         self.mode = mode;
         Ok(self)

@@ -78,3 +78,8 @@ pub use loss::{
 };
 /// The shared types of this crate's signatures, and candle itself, so that one dependency is enough.
 pub use quarc_base::{BlockwiseModule, FeatureMap, ModelOutput, Progress, candle_core};
+
+/// The README example, compiled and run as a doc-test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctest;

@@ -92,14 +92,14 @@ impl BatchLoader {
         if config.batch_size == 0 {
             return Err(Error::InvalidConfig("batch size must be ≥ 1".into()));
         }
-        if let Some(n) = &config.normalize {
-            if n.channels() != dataset.image_shape().channels {
-                return Err(Error::InvalidConfig(format!(
-                    "normalisation for {} channels, images have {}",
-                    n.channels(),
-                    dataset.image_shape().channels
-                )));
-            }
+        if let Some(n) = &config.normalize
+            && n.channels() != dataset.image_shape().channels
+        {
+            return Err(Error::InvalidConfig(format!(
+                "normalisation for {} channels, images have {}",
+                n.channels(),
+                dataset.image_shape().channels
+            )));
         }
         Ok(Self {
             dataset,

@@ -55,6 +55,7 @@ pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: impl AsRef<Path>) -
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
+    tracing::debug!(path = %path.display(), tensors = tensors.len(), ok = result.is_ok(), "checkpoint written");
     result
 }
 

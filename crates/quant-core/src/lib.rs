@@ -7,7 +7,7 @@
 //!   per channel, configured by the serializable [`QuantizerConfig`].
 //! - **STE ops** ([`lsq_fake_quant`], [`lsq_plus_fake_quant`], [`pact_fake_quant`],
 //!   [`fake_quant`]): fused one-pass CPU kernels with closed-form backward, and composed twins
-//!   in [`reference`] that run on CUDA and Metal. Rounding is half to even everywhere
+//!   in [`reference`](mod@reference) that run on CUDA and Metal. Rounding is half to even everywhere
 //!   ([`round_half_even`]).
 //! - **Quantized layers** [`QConv2d`], [`QLinear`] and the model-level [`QatConfig`]
 //!   (first/last-layer policy).
@@ -96,3 +96,8 @@ pub use ste::{
 /// The candle crates of quant-core's public signatures, re-exported so that a user's candle is
 /// the same version.
 pub use {candle_core, candle_nn};
+
+/// The README example, compiled and run as a doc-test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctest;

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use quarc_coreset::{BetaSchedule, Normalization};
+use quarc_coreset::{BetaSchedule, CoresetConfig, Normalization};
 use quarc_correction::{CascadeMode, SoftmaxAxis};
 use quarc_quant_core::QatConfig;
 use serde::{Deserialize, Serialize};
@@ -26,7 +26,7 @@ pub enum ModelKind {
     },
 }
 
-/// How the coreset is chosen (or `Full` for full-data QAT).
+/// How the coreset is chosen: a named preset of [`CoresetConfig`] (or `Full` for full-data QAT).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
@@ -35,6 +35,9 @@ pub enum Method {
     /// A fresh class-balanced random subset at every selection epoch (the "resample every R"
     /// control of docs/methods.md, "Controls": data diversity without scoring).
     RandomResample,
+    /// RS2 (Okanovic et al. 2023): a fresh class-balanced random subset every epoch, without
+    /// replacement across epochs until the data set is used up.
+    Rs2,
     /// EL2N of the full-precision reference, one-shot.
     El2n,
     /// Entropy of the reference, one-shot.
@@ -55,54 +58,58 @@ pub enum Method {
     Full,
 }
 
+/// The one table of methods: each name is a [`CoresetConfig::preset`] (except `full`).
+const METHODS: [(Method, &str); 12] = [
+    (Method::Random, "random"),
+    (Method::RandomResample, "random_resample"),
+    (Method::Rs2, "rs2"),
+    (Method::El2n, "el2n"),
+    (Method::Entropy, "entropy"),
+    (Method::Forgetting, "forgetting"),
+    (Method::Evs, "evs"),
+    (Method::Ds, "ds"),
+    (Method::Acs, "acs"),
+    (Method::Res, "res"),
+    (Method::Quarc, "quarc"),
+    (Method::Full, "full"),
+];
+
 impl Method {
     /// Every method, in table order.
-    pub const ALL: [Method; 10] = [
-        Method::Random,
-        Method::El2n,
-        Method::Entropy,
-        Method::Forgetting,
-        Method::Evs,
-        Method::Ds,
-        Method::Acs,
-        Method::Res,
-        Method::Quarc,
-        Method::Full,
-    ];
+    pub const ALL: [Method; 12] = {
+        let mut all = [Method::Full; 12];
+        let mut i = 0;
+        while i < 12 {
+            all[i] = METHODS[i].0;
+            i += 1;
+        }
+        all
+    };
 
     /// The method's name as written in configs and on the command line.
     pub fn name(&self) -> &'static str {
-        match self {
-            Method::Random => "random",
-            Method::RandomResample => "random_resample",
-            Method::El2n => "el2n",
-            Method::Entropy => "entropy",
-            Method::Forgetting => "forgetting",
-            Method::Evs => "evs",
-            Method::Ds => "ds",
-            Method::Acs => "acs",
-            Method::Res => "res",
-            Method::Quarc => "quarc",
-            Method::Full => "full",
-        }
+        METHODS.iter().find(|(m, _)| m == self).map_or("full", |(_, n)| n)
     }
 
     /// Parses [`Method::name`].
     pub fn parse(s: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
-            Error::InvalidConfig(format!(
-                "unknown method `{s}`; one of {:?}",
-                Self::ALL.map(|m| m.name())
-            ))
-        })
+        METHODS
+            .iter()
+            .find(|(_, n)| *n == s)
+            .map(|(m, _)| *m)
+            .ok_or_else(|| Error::InvalidConfig(format!("unknown method `{s}`; one of {:?}", METHODS.map(|(_, n)| n))))
     }
 
-    /// Whether the method re-selects every R epochs.
+    /// The coreset preset's name, `None` for full-data QAT.
+    pub fn preset(&self) -> Option<&'static str> {
+        (*self != Method::Full).then(|| self.name())
+    }
+
+    /// Whether the method re-selects during training.
     pub fn adaptive(&self) -> bool {
-        matches!(
-            self,
-            Method::Forgetting | Method::Evs | Method::Ds | Method::Acs | Method::Res | Method::Quarc
-        )
+        self.preset()
+            .and_then(|p| CoresetConfig::preset(p, 0.5, 1).ok())
+            .is_some_and(|c| c.adaptive())
     }
 }
 
@@ -221,6 +228,10 @@ pub struct TrainConfig {
     pub class_balanced: bool,
     /// Top-k (keep the highest scores) or coverage-centric stratified selection (CCS).
     pub selector: SelectorKind,
+    /// Any coreset, as data: when set, it replaces the coreset that `method`, `fraction`,
+    /// `select_every`, `beta_schedule`, `quarc_lambda`, `score_normalization`, `class_balanced`
+    /// and `selector` describe (`method` then only names the run).
+    pub coreset: Option<CoresetConfig>,
     /// QAT epochs (each one pass over the current coreset).
     pub epochs: usize,
     /// Training batch size.
@@ -259,6 +270,7 @@ impl Default for TrainConfig {
             score_normalization: Normalization::None,
             class_balanced: true,
             selector: SelectorKind::TopK,
+            coreset: None,
             epochs: 20,
             batch_size: 128,
             eval_batch_size: 500,
@@ -315,13 +327,14 @@ impl TrainConfig {
         if self.reference.epochs == 0 || !(self.reference.lr.is_finite() && self.reference.lr > 0.0) {
             return bad("reference training needs epochs ≥ 1 and lr > 0".into());
         }
-        if let ModelKind::MobileNetV2 { width } = self.model {
-            if !(width > 0.0 && width <= 4.0) {
-                return bad(format!("MobileNetV2 width must be in (0, 4], got {width}"));
-            }
+        if let ModelKind::MobileNetV2 { width } = self.model
+            && !(width > 0.0 && width <= 4.0)
+        {
+            return bad(format!("MobileNetV2 width must be in (0, 4], got {width}"));
         }
         self.lr.validate()?;
         self.qat.validate()?;
+        crate::method::coreset_config(self)?;
         Ok(())
     }
 }

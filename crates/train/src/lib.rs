@@ -44,7 +44,7 @@ mod trainer;
 
 pub use config::{ClcConfig, ClcLoss, Method, ModelKind, ObjectiveConfig, ReferenceConfig, SelectorKind, TrainConfig};
 pub use error::{Error, Result};
-pub use method::build_coreset;
+pub use method::{build_coreset, coreset_config};
 pub use optim::{GroupPolicy, Optimizer, OptimizerConfig, ParamGroup};
 pub use schedule::{LrPlan, LrSchedule};
 pub use trainer::{Experiment, RunSummary};

@@ -1,70 +1,59 @@
-//! Builds the scorer, selector and schedule of a [`Method`].
+//! The coreset of a run: the method's [`CoresetConfig`] preset with the run's overrides.
 
-use quarc_coreset::{
-    Annealed, Budget, ClassBalanced, Coreset, Direction, Disagreement, El2n, Entropy, ErrorVector, Forgetting,
-    Normalization, RandomScore, RelativeEntropy, Scorer, SelectionSchedule, Selector, Stratified, TopK, WeightedSum,
-};
+use quarc_coreset::{Coreset, CoresetConfig, Direction, ScorerConfig, SelectorConfig, WeightedPart};
 
 use crate::{Method, Result, SelectorKind, TrainConfig};
 
-/// The coreset of a run, or `None` for [`Method::Full`].
-pub fn build_coreset(config: &TrainConfig, labels: Vec<u32>) -> Result<Option<Coreset>> {
-    let n = labels.len();
-    let scorer: Box<dyn Scorer> = match config.method {
-        Method::Full => return Ok(None),
-        Method::Random => Box::new(RandomScore::new(config.seed)),
-        Method::RandomResample => Box::new(RandomScore {
-            seed: config.seed,
-            resample_each_selection: true,
-        }),
-        Method::El2n => Box::new(El2n::default()),
-        Method::Entropy => Box::new(Entropy::default()),
-        // No history at epoch 0: a tiny random term breaks the ties randomly instead of by index.
-        Method::Forgetting => Box::new(WeightedSum::new(
-            vec![
-                (1.0, Box::new(Forgetting::new(n)?)),
-                (1e-3, Box::new(RandomScore::new(config.seed))),
-            ],
-            Normalization::None,
-        )?),
-        Method::Evs => Box::new(ErrorVector),
-        Method::Ds => Box::new(Disagreement),
-        Method::Acs => Box::new(Annealed::acs_with(config.beta_schedule, config.score_normalization)),
-        Method::Res => Box::new(RelativeEntropy::default()),
-        Method::Quarc => Box::new(WeightedSum::new(
-            vec![
-                (
-                    1.0,
-                    Box::new(Annealed::acs_with(config.beta_schedule, config.score_normalization)),
-                ),
-                (config.quarc_lambda, Box::new(RelativeEntropy::default())),
-            ],
-            Normalization::None,
-        )?),
+/// The run's coreset as data (validated), or `None` for full-data QAT: `config.coreset` when
+/// set, else the preset of `config.method` with the run's fraction, R, β schedule, λ, score
+/// normalisation, class balance and selector.
+pub fn coreset_config(config: &TrainConfig) -> Result<Option<CoresetConfig>> {
+    if let Some(c) = &config.coreset {
+        c.validate()?;
+        return Ok(Some(c.clone()));
+    }
+    let Some(name) = config.method.preset() else {
+        return Ok(None);
     };
-    let inner: Box<dyn Selector> = match config.selector {
-        SelectorKind::TopK => Box::new(TopK::highest()),
-        SelectorKind::Stratified { bins, prune_fraction } => {
-            Box::new(Stratified::new(Direction::KeepHighest, bins, prune_fraction)?)
+    let mut c = CoresetConfig::preset(name, config.fraction, config.select_every)?;
+    set_beta(&mut c.scorer, config);
+    if let (Method::Quarc, ScorerConfig::WeightedSum { parts, .. }) = (config.method, &mut c.scorer) {
+        parts[1].weight = config.quarc_lambda; // ACS + λ·RES
+    }
+    c.class_balanced = config.class_balanced;
+    if let (SelectorKind::Stratified { bins, prune_fraction }, SelectorConfig::TopK { .. }) =
+        (config.selector, &c.selector)
+    {
+        c.selector = SelectorConfig::Stratified {
+            bins,
+            prune_fraction,
+            keep: Direction::KeepHighest,
+        };
+    }
+    c.validate()?;
+    Ok(Some(c))
+}
+
+/// The run's β schedule and score normalisation into every ACS part of the scorer.
+fn set_beta(scorer: &mut ScorerConfig, config: &TrainConfig) {
+    match scorer {
+        ScorerConfig::Acs { beta, normalization } => {
+            *beta = config.beta_schedule;
+            *normalization = config.score_normalization;
         }
-    };
-    let selector: Box<dyn Selector> = if config.class_balanced {
-        Box::new(ClassBalanced::boxed(inner))
-    } else {
-        inner
-    };
-    let schedule = if config.method.adaptive() {
-        SelectionSchedule::every(config.select_every)?
-    } else {
-        SelectionSchedule::one_shot()
-    };
-    Ok(Some(Coreset::new(
-        scorer,
-        selector,
-        schedule,
-        Budget::Fraction(config.fraction),
-        labels,
-        config.num_classes,
-        config.seed,
-    )?))
+        ScorerConfig::WeightedSum { parts, .. } => {
+            for WeightedPart { scorer, .. } in parts.iter_mut() {
+                set_beta(scorer, config);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The coreset of a run, or `None` for full-data QAT.
+pub fn build_coreset(config: &TrainConfig, labels: Vec<u32>) -> Result<Option<Coreset>> {
+    coreset_config(config)?
+        .map(|c| c.build(labels, config.num_classes, config.seed))
+        .transpose()
+        .map_err(Into::into)
 }

@@ -247,7 +247,10 @@ impl Experiment {
         Ok((vars, model, acc))
     }
 
+    /// A progress line: printed when `verbose`, and always a `tracing` event (silent unless the
+    /// application installs a subscriber).
     fn say(&self, line: String) {
+        tracing::debug!(run = %self.run_dir.display(), "{line}");
         if self.verbose {
             println!("{line}");
         }
@@ -377,7 +380,10 @@ impl Experiment {
             // Scoring pass and selection.
             let (mut scoring_secs, mut selection_secs, mut selected) = (0.0, 0.0, false);
             if let Some(cs) = coreset.as_mut() {
-                if cs.needs_scoring(epoch) {
+                let due = cs.needs_scoring(epoch);
+                if due && cs.needs().index_only {
+                    cs.select_without_pass(progress)?; // random, random_resample, rs2: no forward pass
+                } else if due {
                     cs.begin_scoring(progress)?;
                     let needs = cs.needs();
                     let pb = bar(train_eval.num_batches(self.train.len()), "scoring", self.verbose);
@@ -406,7 +412,13 @@ impl Experiment {
                         pb.inc(1);
                     }
                     pb.finish_and_clear();
-                    let sel = cs.select()?.clone();
+                    cs.select()?;
+                }
+                if due {
+                    let sel = cs
+                        .current()
+                        .cloned()
+                        .ok_or_else(|| Error::InvalidConfig("no selection".into()))?;
                     let rec = cs
                         .history()
                         .last()
@@ -458,19 +470,19 @@ impl Experiment {
                 ce_sum += ce.to_scalar::<f32>()? as f64;
                 loss_sum += loss.to_scalar::<f32>()? as f64;
                 opt.step(&loss.backward()?, lr)?;
-                if let Some(cs) = coreset.as_mut() {
-                    if cs.needs().observe_training {
-                        let sd = s.detach();
-                        cs.observe(
-                            &ScoreInput {
-                                indices: &b.indices,
-                                labels: &b.labels,
-                                student: &sd,
-                                reference: None,
-                            },
-                            &progress,
-                        )?;
-                    }
+                if let Some(cs) = coreset.as_mut()
+                    && cs.needs().observe_training
+                {
+                    let sd = s.detach();
+                    cs.observe(
+                        &ScoreInput {
+                            indices: &b.indices,
+                            labels: &b.labels,
+                            student: &sd,
+                            reference: None,
+                        },
+                        &progress,
+                    )?;
                 }
                 batches += 1;
                 pb.inc(1);

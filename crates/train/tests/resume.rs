@@ -129,3 +129,29 @@ fn stopped_and_resumed_run_is_bit_identical() {
     assert!(matches!(other.run(), Err(Error::Run { .. })));
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// RS2 through the trainer: a new class-balanced subset every epoch, none repeating within the
+/// first pass over the data, and no scoring pass (its scores are not model outputs).
+#[test]
+fn rs2_draws_a_fresh_disjoint_subset_every_epoch() {
+    let dir = std::env::temp_dir().join(format!("quarc-rs2-{}", std::process::id()));
+    let mut e = experiment(&dir, None);
+    e.config.method = Method::Rs2;
+    e.config.objective.clc = None;
+    let summary = e.run().unwrap();
+    assert!(summary.finished);
+    assert_eq!(summary.scoring_secs, 0.0, "rs2 ran a scoring pass");
+    let mut seen = std::collections::BTreeSet::new();
+    for epoch in 0..4 {
+        let path = dir.join(format!("selections/epoch_{epoch}.json"));
+        let sel: Vec<usize> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        assert_eq!(sel.len(), 60, "epoch {epoch}");
+        for i in sel {
+            assert!(
+                seen.insert(i),
+                "sample {i} repeated at epoch {epoch} before the data set was used up"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -60,6 +60,13 @@ pub trait Scorer: Send {
         }
     }
 
+    /// The scores of `indices` without any model output, for scorers whose
+    /// [`Scorer::needs`] says `index_only` (one column). `None` (the default): the scorer
+    /// reads model outputs.
+    fn score_indices(&mut self, _indices: &[usize], _progress: &Progress) -> Option<Vec<f32>> {
+        None
+    }
+
     /// Called on every training batch when [`Needs::observe_training`] is set.
     fn observe(&mut self, _input: &ScoreInput<'_>, _progress: &Progress) -> Result<()> {
         Ok(())

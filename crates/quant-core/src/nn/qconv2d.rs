@@ -48,7 +48,7 @@ impl QConv2d {
             || out_channels == 0
             || kernel == 0
             || config.groups == 0
-            || in_channels % config.groups != 0
+            || !in_channels.is_multiple_of(config.groups)
         {
             return Err(crate::Error::config(format!(
                 "conv {in_channels}→{out_channels} k{kernel} groups {}: channels must be positive and divisible by groups",
@@ -89,6 +89,13 @@ impl QConv2d {
         if let Some(a) = &self.act_q {
             a.calibrate(x)?;
         }
+        tracing::debug!(
+            layer = "qconv2d",
+            weight = self.weight_q.kind(),
+            activation = self.act_q.as_ref().map_or("none", |a| a.kind()),
+            input = ?x.dims(),
+            "calibrated"
+        );
         Ok(())
     }
 
@@ -106,18 +113,17 @@ impl QConv2d {
         if let Some(fused) = match &self.act_q {
             Some(a) => a.fusable_lsq(x, train)?,
             None => None,
-        } {
-            if let Some((y, nan)) = quarc_kernels::conv2d_lsq_input(x, &w, &fused.step, fused.spec, &self.params())? {
-                if nan {
-                    return Err(crate::Error::NonFinite {
-                        what: "fake-quant input, step or offset (NaN)".into(),
-                    });
-                }
-                return Ok(match self.conv.bias() {
-                    Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?,
-                    None => y,
+        } && let Some((y, nan)) = quarc_kernels::conv2d_lsq_input(x, &w, &fused.step, fused.spec, &self.params())?
+        {
+            if nan {
+                return Err(crate::Error::NonFinite {
+                    what: "fake-quant input, step or offset (NaN)".into(),
                 });
             }
+            return Ok(match self.conv.bias() {
+                Some(b) => y.broadcast_add(&b.reshape((1, b.elem_count(), 1, 1))?)?,
+                None => y,
+            });
         }
         let x = match &self.act_q {
             Some(a) => a.forward_t(x, train)?,

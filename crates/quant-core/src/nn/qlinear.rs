@@ -75,6 +75,13 @@ impl QLinear {
         if let Some(a) = &self.act_q {
             a.calibrate(x)?;
         }
+        tracing::debug!(
+            layer = "qlinear",
+            weight = self.weight_q.kind(),
+            activation = self.act_q.as_ref().map_or("none", |a| a.kind()),
+            input = ?x.dims(),
+            "calibrated"
+        );
         Ok(())
     }
 

@@ -54,12 +54,12 @@ impl Pact {
     /// A PACT quantizer with α stored as `<prefix>.alpha`.
     pub fn new(config: PactConfig, store: &ParamStore<'_>) -> Result<Self> {
         let range = QRange::unsigned(config.bits)?;
-        if let PactInit::Constant(a) = config.alpha_init {
-            if !(a.is_finite() && a > 0.0) {
-                return Err(Error::config(format!(
-                    "PACT alpha init must be finite and > 0, got {a}"
-                )));
-            }
+        if let PactInit::Constant(a) = config.alpha_init
+            && !(a.is_finite() && a > 0.0)
+        {
+            return Err(Error::config(format!(
+                "PACT alpha init must be finite and > 0, got {a}"
+            )));
         }
         Ok(Self {
             name: store.prefix(),

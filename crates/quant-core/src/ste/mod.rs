@@ -1,7 +1,7 @@
 //! Straight-through-estimator fake-quant ops.
 //!
 //! Each op has a fused CPU kernel (one pass forward, closed-form one-pass backward, rayon across
-//! chunks; f32 and f64) and a composed twin in [`reference`] built only from candle ops, which
+//! chunks; f32 and f64) and a composed twin in [`reference`](mod@reference) built only from candle ops, which
 //! is what CUDA, Metal and other dtypes run. [`Backend::Auto`] picks the kernel on CPU.
 //!
 //! All of them compute `y = s · clamp(round((x − o) / s), qn, qp) + o` with round half to even
