@@ -43,7 +43,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let done = std::fs::read_to_string(&out).unwrap_or_default();
     let mut log = std::fs::OpenOptions::new().create(true).append(true).open(&out)?;
-    let cpu = quarc::train::report::cpu_model();
+    let cpu = quarc_harness::report::cpu_model();
     println!("CPU: {cpu}, threads: {}", rayon::current_num_threads());
 
     if !done.contains("\"fashion_mnist_load\"") {

@@ -404,7 +404,7 @@ fn main() -> Res<()> {
         out,
         reps: args.reps.max(1),
         filter: args.filter,
-        device: quarc::train::cifar::device(&args.device)?,
+        device: quarc_harness::cifar::device(&args.device)?,
     };
     eprintln!(
         "quarc side: device {}, rayon threads {}",

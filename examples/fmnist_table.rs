@@ -14,12 +14,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
-use tracing_subscriber::filter::LevelFilter;
 
 use clap::Parser;
 use quarc::data::{Normalize, Split, fashion_mnist};
-use quarc::train::report::{append_jsonl, mean_std, mean_std_cell, plot_accuracy, read_jsonl};
-use quarc::train::{Experiment, Method, ReferenceConfig, protocol};
+use quarc::train::report::{plot_accuracy, read_jsonl};
+use quarc::train::{Experiment, ReferenceConfig};
+use quarc_harness::protocol;
+use quarc_harness::report::{mean_std, mean_std_cell};
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser, Debug)]
@@ -74,16 +75,7 @@ struct ResultRow {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     quarc::runtime::apply_malloc_tunables();
-    // RUST_LOG=info (or debug, trace) prints the library's tracing events on stderr.
-    if let Some(level) = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<LevelFilter>().ok())
-    {
-        tracing_subscriber::fmt()
-            .with_max_level(level)
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    quarc_harness::init_logging(); // RUST_LOG=info|debug|trace prints the library's events
     let a = Args::parse();
     std::fs::create_dir_all(&a.out)?;
     if a.report_only {
@@ -92,65 +84,76 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let train = Arc::new(fashion_mnist::load(a.data_dir.as_deref(), Split::Train)?);
     let test = Arc::new(fashion_mnist::load(a.data_dir.as_deref(), Split::Test)?);
     let results_path = a.out.join("results.jsonl");
+    // Full-data QAT does not depend on the fraction: one run per seed.
+    let mut jobs: Vec<(u64, f64, String)> = Vec::new();
     for &seed in &a.seeds {
         for &fraction in &a.fractions {
             for spec in &a.methods {
-                let method = Method::parse(spec.split('+').next().unwrap_or(spec))?;
-                // Full-data QAT does not depend on the fraction: run it once per seed.
-                if method == Method::Full && fraction != a.fractions[0] {
-                    continue;
+                if spec != "full" || fraction == a.fractions[0] {
+                    jobs.push((seed, fraction, spec.clone()));
                 }
-                let done: Vec<ResultRow> = read_jsonl(&results_path)?;
-                if done
-                    .iter()
-                    .any(|r| r.method == *spec && r.seed == seed && (method == Method::Full || r.fraction == fraction))
-                {
-                    continue;
-                }
-                let reference = ReferenceConfig {
-                    checkpoint: Some(a.out.join(format!("reference-seed{seed}.safetensors"))),
-                    epochs: a.fp_epochs,
-                    lr: 0.05,
-                };
-                let config = protocol::fmnist_w2a2(spec, fraction, a.epochs, seed, reference)?;
-                let t0 = Instant::now();
-                let run_dir = a.out.join(format!("{spec}-f{}-seed{seed}", config.fraction));
-                let s = Experiment {
-                    config,
-                    train: train.clone(),
-                    test: test.clone(),
-                    normalize: Some(Normalize::fashion_mnist()),
-                    run_dir,
-                    device: candle_core::Device::Cpu,
-                    verbose: true,
-                    noise: None,
-                }
-                .run()?;
-                append_jsonl(
-                    &results_path,
-                    &ResultRow {
-                        method: spec.clone(),
-                        fraction: s.fraction,
-                        seed,
-                        reference_accuracy: s.reference_accuracy,
-                        final_accuracy: s.final_accuracy,
-                        best_accuracy: s.best_accuracy,
-                        scoring_secs: s.scoring_secs,
-                        selection_secs: s.selection_secs,
-                        training_secs: s.training_secs,
-                        wall_secs: t0.elapsed().as_secs_f64(),
-                    },
-                )?;
-                write_table(&a, &read_jsonl(&results_path)?)?;
             }
         }
     }
-    write_table(&a, &read_jsonl(&results_path)?)?;
-    Ok(())
+    let done = |rows: &[ResultRow], (seed, fraction, spec): &(u64, f64, String)| {
+        rows.iter()
+            .any(|r| r.method == *spec && r.seed == *seed && (spec == "full" || r.fraction == *fraction))
+    };
+    let rows = quarc_harness::sweep(
+        &results_path,
+        jobs,
+        done,
+        |(seed, fraction, spec)| run_one(&a, &train, &test, *seed, *fraction, spec),
+        |rows| write_table(&a, rows),
+    )?;
+    write_table(&a, &rows)
+}
+
+type Data = Arc<quarc::data::InMemoryDataset>;
+
+fn run_one(
+    a: &Args,
+    train: &Data,
+    test: &Data,
+    seed: u64,
+    fraction: f64,
+    spec: &str,
+) -> Result<ResultRow, Box<dyn std::error::Error>> {
+    let reference = ReferenceConfig {
+        checkpoint: Some(a.out.join(format!("reference-seed{seed}.safetensors"))),
+        epochs: a.fp_epochs,
+        lr: 0.05,
+    };
+    let config = protocol::fmnist_w2a2(spec, fraction, a.epochs, seed, reference)?;
+    let t0 = Instant::now();
+    let run_dir = a.out.join(format!("{spec}-f{}-seed{seed}", config.fraction));
+    let s = Experiment {
+        config,
+        train: train.clone(),
+        test: test.clone(),
+        normalize: Some(Normalize::fashion_mnist()),
+        run_dir,
+        device: candle_core::Device::Cpu,
+        verbose: true,
+        noise: None,
+    }
+    .run()?;
+    Ok(ResultRow {
+        method: spec.to_string(),
+        fraction: s.fraction,
+        seed,
+        reference_accuracy: s.reference_accuracy,
+        final_accuracy: s.final_accuracy,
+        best_accuracy: s.best_accuracy,
+        scoring_secs: s.scoring_secs,
+        selection_secs: s.selection_secs,
+        training_secs: s.training_secs,
+        wall_secs: t0.elapsed().as_secs_f64(),
+    })
 }
 
 fn write_table(a: &Args, rows: &[ResultRow]) -> Result<(), Box<dyn std::error::Error>> {
-    let cpu = quarc::train::report::cpu_model();
+    let cpu = quarc_harness::report::cpu_model();
     let mut groups: BTreeMap<(String, String), Vec<&ResultRow>> = BTreeMap::new();
     for r in rows {
         groups
@@ -206,7 +209,7 @@ fn write_table(a: &Args, rows: &[ResultRow]) -> Result<(), Box<dyn std::error::E
         md += "\n";
         md += &notes;
     }
-    quarc::train::doc_section::write_section(&a.docs.join("results.md"), "# Results\n\n", "fmnist-w2a2", &md)?;
+    quarc_harness::doc_section::write_section(&a.docs.join("results.md"), "# Results\n\n", "fmnist-w2a2", &md)?;
     // Plot: test accuracy per epoch of every finished run of the first seed.
     let mut series = Vec::new();
     for r in rows.iter().filter(|r| r.seed == a.seeds[0]) {

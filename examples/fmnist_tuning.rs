@@ -14,13 +14,14 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
-use tracing_subscriber::filter::LevelFilter;
 
 use clap::Parser;
 use quarc::coreset::{BetaSchedule, Normalization};
 use quarc::data::{Dataset, Normalize, Split, fashion_mnist, holdout_split};
-use quarc::train::report::{append_jsonl, mean_std_cell, read_jsonl};
-use quarc::train::{Experiment, ReferenceConfig, TrainConfig, protocol};
+use quarc::train::report::read_jsonl;
+use quarc::train::{Experiment, ReferenceConfig, TrainConfig};
+use quarc_harness::protocol;
+use quarc_harness::report::mean_std_cell;
 use serde::{Deserialize, Serialize};
 
 /// Images held out of the 60 000 training images for validation.
@@ -63,7 +64,7 @@ struct Args {
 type Tweak = fn(&mut TrainConfig);
 
 /// Every variant: name, method spec, what changes, and the change.
-const VARIANTS: &[(&str, &str, &str, Tweak)] = &[
+const VARIANTS: &[Variant] = &[
     (
         "random",
         "random",
@@ -127,23 +128,14 @@ struct Row {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     quarc::runtime::apply_malloc_tunables();
-    // RUST_LOG=info (or debug, trace) prints the library's tracing events on stderr.
-    if let Some(level) = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<LevelFilter>().ok())
-    {
-        tracing_subscriber::fmt()
-            .with_max_level(level)
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    quarc_harness::init_logging(); // RUST_LOG=info|debug|trace prints the library's events
     let a = Args::parse();
     std::fs::create_dir_all(&a.out)?;
     let results = a.out.join("results.jsonl");
     if a.report_only {
         return write_table(&a, &read_jsonl(&results)?);
     }
-    let wanted: Vec<&(&str, &str, &str, Tweak)> = if a.variants.is_empty() {
+    let wanted: Vec<&Variant> = if a.variants.is_empty() {
         VARIANTS.iter().collect()
     } else {
         let mut v = Vec::new();
@@ -161,51 +153,64 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (train, val) = holdout_split(&full, VALIDATION_SIZE, SPLIT_SEED)?;
     drop(full);
     let (train, val): (Arc<dyn Dataset>, Arc<dyn Dataset>) = (Arc::new(train), Arc::new(val));
-    for &seed in &a.seeds {
-        for (name, spec, _, tweak) in wanted.iter().copied() {
-            let done: Vec<Row> = read_jsonl(&results)?;
-            if done
-                .iter()
-                .any(|r| r.variant == *name && r.seed == seed && r.fraction == a.fraction)
-            {
-                continue;
-            }
-            let reference = ReferenceConfig {
-                checkpoint: Some(a.out.join(format!("reference-train55k-seed{seed}.safetensors"))),
-                epochs: a.fp_epochs,
-                lr: 0.05,
-            };
-            let mut config = protocol::fmnist_w2a2(spec, a.fraction, a.epochs, seed, reference)?;
-            tweak(&mut config);
-            config.validate()?;
-            let t0 = Instant::now();
-            let s = Experiment {
-                config,
-                train: train.clone(),
-                test: val.clone(),
-                normalize: Some(Normalize::fashion_mnist()),
-                run_dir: a.out.join(format!("{name}-f{}-seed{seed}", a.fraction)),
-                device: candle_core::Device::Cpu,
-                verbose: true,
-                noise: None,
-            }
-            .run()?;
-            append_jsonl(
-                &results,
-                &Row {
-                    variant: name.to_string(),
-                    fraction: a.fraction,
-                    seed,
-                    reference_val_accuracy: s.reference_accuracy,
-                    val_accuracy: s.final_accuracy,
-                    best_val_accuracy: s.best_accuracy,
-                    wall_secs: t0.elapsed().as_secs_f64(),
-                },
-            )?;
-            write_table(&a, &read_jsonl(&results)?)?;
-        }
+    let jobs: Vec<(u64, &Variant)> = a
+        .seeds
+        .iter()
+        .flat_map(|&seed| wanted.iter().map(move |v| (seed, *v)))
+        .collect();
+    let done = |rows: &[Row], (seed, v): &(u64, &Variant)| {
+        rows.iter()
+            .any(|r| r.variant == v.0 && r.seed == *seed && r.fraction == a.fraction)
+    };
+    let rows = quarc_harness::sweep(
+        &results,
+        jobs,
+        done,
+        |(seed, v)| run_one(&a, &train, &val, *seed, v),
+        |rows| write_table(&a, rows),
+    )?;
+    write_table(&a, &rows)
+}
+
+/// A variant: name, method spec, what changes, and the change.
+type Variant = (&'static str, &'static str, &'static str, Tweak);
+
+fn run_one(
+    a: &Args,
+    train: &Arc<dyn Dataset>,
+    val: &Arc<dyn Dataset>,
+    seed: u64,
+    (name, spec, _, tweak): &Variant,
+) -> Result<Row, Box<dyn std::error::Error>> {
+    let reference = ReferenceConfig {
+        checkpoint: Some(a.out.join(format!("reference-train55k-seed{seed}.safetensors"))),
+        epochs: a.fp_epochs,
+        lr: 0.05,
+    };
+    let mut config = protocol::fmnist_w2a2(spec, a.fraction, a.epochs, seed, reference)?;
+    tweak(&mut config);
+    config.validate()?;
+    let t0 = Instant::now();
+    let s = Experiment {
+        config,
+        train: train.clone(),
+        test: val.clone(),
+        normalize: Some(Normalize::fashion_mnist()),
+        run_dir: a.out.join(format!("{name}-f{}-seed{seed}", a.fraction)),
+        device: candle_core::Device::Cpu,
+        verbose: true,
+        noise: None,
     }
-    write_table(&a, &read_jsonl(&results)?)
+    .run()?;
+    Ok(Row {
+        variant: name.to_string(),
+        fraction: a.fraction,
+        seed,
+        reference_val_accuracy: s.reference_accuracy,
+        val_accuracy: s.final_accuracy,
+        best_val_accuracy: s.best_accuracy,
+        wall_secs: t0.elapsed().as_secs_f64(),
+    })
 }
 
 fn write_table(a: &Args, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>> {

@@ -9,7 +9,6 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{Conv2dConfig, Optimizer, VarMap};
 use quarc::quant_core::export::{IntegerExport, export_conv2d, export_linear};
 use quarc::quant_core::{LayerPosition, ParamStore, QConv2d, QLinear, QatConfig, check_gradients};
-use tracing_subscriber::filter::LevelFilter;
 
 /// SplitMix64: a seeded, portable stream for the synthetic data and initial weights.
 struct Rng(u64);
@@ -29,16 +28,7 @@ impl Rng {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    // RUST_LOG=info (or debug, trace) prints the library's tracing events on stderr.
-    if let Some(level) = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<LevelFilter>().ok())
-    {
-        tracing_subscriber::fmt()
-            .with_max_level(level)
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    quarc_harness::init_logging(); // RUST_LOG=info|debug|trace prints the library's events
     let out_dir = std::path::PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "runs/qat_export".into()));
     std::fs::create_dir_all(&out_dir)?;
     let dev = Device::Cpu;

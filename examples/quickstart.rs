@@ -7,23 +7,13 @@
 
 use std::sync::Arc;
 use std::time::Instant;
-use tracing_subscriber::filter::LevelFilter;
 
 use quarc::data::{Dataset, Normalize, Split, fashion_mnist};
 use quarc::train::{ClcConfig, ClcLoss, Experiment, Method, ObjectiveConfig, ReferenceConfig, TrainConfig};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     quarc::runtime::apply_malloc_tunables();
-    // RUST_LOG=info (or debug, trace) prints the library's tracing events on stderr.
-    if let Some(level) = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<LevelFilter>().ok())
-    {
-        tracing_subscriber::fmt()
-            .with_max_level(level)
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    quarc_harness::init_logging(); // RUST_LOG=info|debug|trace prints the library's events
     let out = std::path::PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "runs/quickstart".into()));
     let train = Arc::new(fashion_mnist::bundled_subset(Split::Train)?);
     let test = Arc::new(fashion_mnist::bundled_subset(Split::Test)?);

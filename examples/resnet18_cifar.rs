@@ -10,8 +10,7 @@ use clap::Parser;
 use quarc::coreset::BetaSchedule;
 use quarc::correction::CascadeMode;
 use quarc::train::Method;
-use quarc::train::cifar::{CifarRun, run};
-use tracing_subscriber::filter::LevelFilter;
+use quarc_harness::cifar::{CifarRun, run};
 
 #[derive(Parser, Debug)]
 #[command(about = "ResNet-18 quantization-aware training on a CIFAR-10 coreset")]
@@ -74,16 +73,7 @@ struct Args {
 
 fn main() {
     quarc::runtime::apply_malloc_tunables();
-    // RUST_LOG=info (or debug, trace) prints the library's tracing events on stderr.
-    if let Some(level) = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<LevelFilter>().ok())
-    {
-        tracing_subscriber::fmt()
-            .with_max_level(level)
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    quarc_harness::init_logging(); // RUST_LOG=info|debug|trace prints the library's events
     if let Err(e) = real_main() {
         eprintln!("error: {e}");
         std::process::exit(1);

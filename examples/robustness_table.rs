@@ -12,12 +12,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
-use tracing_subscriber::filter::LevelFilter;
 
 use clap::Parser;
 use quarc::data::{Dataset, NoiseKind, NoisyLabels, Normalize, Split, fashion_mnist};
-use quarc::train::report::{EpochRecord, append_jsonl, cpu_model, mean_std, mean_std_cell, read_jsonl};
-use quarc::train::{Experiment, ReferenceConfig, protocol};
+use quarc::train::report::{EpochRecord, append_jsonl, read_jsonl};
+use quarc::train::{Experiment, ReferenceConfig};
+use quarc_harness::protocol;
+use quarc_harness::report::{cpu_model, mean_std, mean_std_cell};
 use serde::{Deserialize, Serialize};
 
 /// The method list plus two CCS variants: over ACS (the score picked on the clean
@@ -176,16 +177,7 @@ fn noise_kind(spec: &str) -> Result<(NoiseKind, f64), String> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     quarc::runtime::apply_malloc_tunables();
-    // RUST_LOG=info (or debug, trace) prints the library's tracing events on stderr.
-    if let Some(level) = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<LevelFilter>().ok())
-    {
-        tracing_subscriber::fmt()
-            .with_max_level(level)
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    quarc_harness::init_logging(); // RUST_LOG=info|debug|trace prints the library's events
     let a = Args::parse();
     std::fs::create_dir_all(&a.out)?;
     let results = a.out.join("results.jsonl");
@@ -202,60 +194,70 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let clean_train: Arc<dyn Dataset> = Arc::new(load(Split::Train)?);
     let test: Arc<dyn Dataset> = Arc::new(load(Split::Test)?);
+    let mut jobs: Vec<(u64, String, String)> = Vec::new();
     for &seed in &a.seeds {
         for spec in &a.noise {
-            let (kind, rate) = noise_kind(spec)?;
-            let noisy = NoisyLabels::new(clean_train.clone(), kind, rate, 1000 + seed)?;
-            let flags = noisy.corrupted().to_vec();
-            let train: Arc<dyn Dataset> = Arc::new(noisy);
-            for m in &a.methods {
-                let done: Vec<Row> = read_jsonl(&results)?;
-                if done
-                    .iter()
-                    .any(|r| r.noise == *spec && r.method == *m && r.seed == seed)
-                {
-                    continue;
-                }
-                let reference = ReferenceConfig {
-                    checkpoint: Some(a.out.join(format!("reference-{spec}-seed{seed}.safetensors"))),
-                    epochs: a.fp_epochs,
-                    lr: 0.05,
-                };
-                let config = protocol::fmnist_w2a2(m, a.fraction, a.epochs, seed, reference)?;
-                let run_dir = a.out.join(format!("{spec}-{m}-seed{seed}"));
-                let t0 = Instant::now();
-                let s = Experiment {
-                    config,
-                    train: train.clone(),
-                    test: test.clone(),
-                    normalize: Some(Normalize::fashion_mnist()),
-                    run_dir: run_dir.clone(),
-                    device: candle_core::Device::Cpu,
-                    verbose: true,
-                    noise: Some(flags.clone()),
-                }
-                .run()?;
-                let log: Vec<EpochRecord> = read_jsonl(&run_dir.join("log.jsonl"))?;
-                append_jsonl(
-                    &results,
-                    &Row {
-                        noise: spec.clone(),
-                        method: m.clone(),
-                        seed,
-                        final_accuracy: s.final_accuracy,
-                        noisy_share_final_coreset: log.last().and_then(|r| r.noise.map(|n| n.selected_noisy_share)),
-                        dataset_noise_rate: rate,
-                        wall_secs: t0.elapsed().as_secs_f64(),
-                        reference_accuracy: Some(s.reference_accuracy),
-                        imported_from: None,
-                        threads: Some(candle_core::utils::get_num_threads()),
-                    },
-                )?;
-                write_table(&a, &read_jsonl(&results)?)?;
-            }
+            jobs.extend(a.methods.iter().map(|m| (seed, spec.clone(), m.clone())));
         }
     }
+    let done = |rows: &[Row], (seed, spec, m): &(u64, String, String)| {
+        rows.iter()
+            .any(|r| r.noise == *spec && r.method == *m && r.seed == *seed)
+    };
+    quarc_harness::sweep(
+        &results,
+        jobs,
+        done,
+        |(seed, spec, m)| run_one(&a, &clean_train, &test, *seed, spec, m),
+        |rows| write_table(&a, rows),
+    )?;
     Ok(())
+}
+
+/// One run: `method` on the training set with the labels of noise setting `spec`.
+fn run_one(
+    a: &Args,
+    clean_train: &Arc<dyn Dataset>,
+    test: &Arc<dyn Dataset>,
+    seed: u64,
+    spec: &str,
+    m: &str,
+) -> Result<Row, Box<dyn std::error::Error>> {
+    let (kind, rate) = noise_kind(spec)?;
+    let noisy = NoisyLabels::new(clean_train.clone(), kind, rate, 1000 + seed)?;
+    let flags = noisy.corrupted().to_vec();
+    let reference = ReferenceConfig {
+        checkpoint: Some(a.out.join(format!("reference-{spec}-seed{seed}.safetensors"))),
+        epochs: a.fp_epochs,
+        lr: 0.05,
+    };
+    let config = protocol::fmnist_w2a2(m, a.fraction, a.epochs, seed, reference)?;
+    let run_dir = a.out.join(format!("{spec}-{m}-seed{seed}"));
+    let t0 = Instant::now();
+    let s = Experiment {
+        config,
+        train: Arc::new(noisy),
+        test: test.clone(),
+        normalize: Some(Normalize::fashion_mnist()),
+        run_dir: run_dir.clone(),
+        device: candle_core::Device::Cpu,
+        verbose: true,
+        noise: Some(flags),
+    }
+    .run()?;
+    let log: Vec<EpochRecord> = read_jsonl(&run_dir.join("log.jsonl"))?;
+    Ok(Row {
+        noise: spec.to_string(),
+        method: m.to_string(),
+        seed,
+        final_accuracy: s.final_accuracy,
+        noisy_share_final_coreset: log.last().and_then(|r| r.noise.map(|n| n.selected_noisy_share)),
+        dataset_noise_rate: rate,
+        wall_secs: t0.elapsed().as_secs_f64(),
+        reference_accuracy: Some(s.reference_accuracy),
+        imported_from: None,
+        threads: Some(candle_core::utils::get_num_threads()),
+    })
 }
 
 /// Display order of the methods; any other method follows in alphabetical order.
@@ -427,7 +429,7 @@ fn write_table(a: &Args, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>>
         body += "\n";
         body += &notes;
     }
-    quarc::train::doc_section::write_section(&a.docs.join("results.md"), "# Results\n\n", "robustness", &body)?;
+    quarc_harness::doc_section::write_section(&a.docs.join("results.md"), "# Results\n\n", "robustness", &body)?;
     // Per noise setting: the mislabelled share of each method's coreset per epoch (seed 0).
     let noises: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.noise.as_str()).collect();
     for noise in noises.into_iter().filter(|n| *n != "sym0") {

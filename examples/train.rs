@@ -10,7 +10,6 @@
 //! `--device cuda` trains on the first GPU (build with `--features cuda`).
 
 use std::sync::Arc;
-use tracing_subscriber::filter::LevelFilter;
 
 use clap::Parser;
 use quarc::data::{Dataset, Normalize, Split, fashion_mnist, load_cifar10};
@@ -52,16 +51,7 @@ struct Args {
 
 fn main() {
     quarc::runtime::apply_malloc_tunables();
-    // RUST_LOG=info (or debug, trace) prints the library's tracing events on stderr.
-    if let Some(level) = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<LevelFilter>().ok())
-    {
-        tracing_subscriber::fmt()
-            .with_max_level(level)
-            .with_writer(std::io::stderr)
-            .init();
-    }
+    quarc_harness::init_logging(); // RUST_LOG=info|debug|trace prints the library's events
     if let Err(e) = real_main() {
         eprintln!("error: {e}");
         std::process::exit(1);
@@ -122,7 +112,7 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
         test,
         normalize: Some(normalize),
         run_dir: a.out.clone(),
-        device: quarc::train::cifar::device(&a.device)?,
+        device: quarc_harness::cifar::device(&a.device)?,
         verbose: true,
         noise: None,
     }

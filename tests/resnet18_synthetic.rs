@@ -4,7 +4,7 @@
 use quarc::coreset::BetaSchedule;
 use quarc::correction::CascadeMode;
 use quarc::train::Method;
-use quarc::train::cifar::{CifarRun, run};
+use quarc_harness::cifar::{CifarRun, run};
 
 #[test]
 fn resnet18_cifar_synthetic_run() {

@@ -136,18 +136,12 @@ pub struct Progress {
     pub epoch: usize,
     /// Total number of epochs `E`.
     pub num_epochs: usize,
-    /// 0-based optimiser step within the run.
-    pub step: usize,
 }
 
 impl Progress {
-    /// Progress at `epoch` of `num_epochs`, step 0.
+    /// Progress at `epoch` of `num_epochs`.
     pub fn new(epoch: usize, num_epochs: usize) -> Self {
-        Self {
-            epoch,
-            num_epochs,
-            step: 0,
-        }
+        Self { epoch, num_epochs }
     }
 
     /// `epoch / num_epochs` in `[0, 1]` (0 when `num_epochs` is 0).

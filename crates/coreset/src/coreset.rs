@@ -32,9 +32,6 @@ pub struct SelectionRecord {
     pub scoring_secs: f64,
     /// Seconds spent combining scores and selecting.
     pub selection_secs: f64,
-    /// Noise diagnostics, when ground truth was given ([`Coreset::set_ground_truth`]).
-    #[serde(default)]
-    pub noise: Option<crate::NoiseDiagnostics>,
 }
 
 /// Ties a [`Scorer`], a [`Selector`], a [`SelectionSchedule`] and a [`Budget`] together.
@@ -55,7 +52,6 @@ pub struct Coreset {
     pass: Option<(Progress, Instant, f64)>,
     current: Option<Selection>,
     history: Vec<SelectionRecord>,
-    noisy: Option<Vec<bool>>,
 }
 
 const FORMAT: &str = "quarc-coreset-state/1";
@@ -91,7 +87,6 @@ impl Coreset {
             pass: None,
             current: None,
             history: Vec::new(),
-            noisy: None,
         })
     }
 
@@ -206,11 +201,6 @@ impl Coreset {
             indices: selection.indices.clone(),
             scoring_secs,
             selection_secs: t0.elapsed().as_secs_f64(),
-            noise: self
-                .noisy
-                .as_deref()
-                .map(|n| crate::NoiseDiagnostics::compute(&selection.indices, n))
-                .transpose()?,
         });
         self.pass = None;
         if let Some(r) = self.history.last() {
@@ -226,20 +216,6 @@ impl Coreset {
             );
         }
         Ok(self.current.insert(selection))
-    }
-
-    /// Known label-noise flags (`noisy[i]` for dataset index `i`), for diagnostics only: every
-    /// later selection records its [`crate::NoiseDiagnostics`]. Scorers never see them.
-    pub fn set_ground_truth(&mut self, noisy: Vec<bool>) -> Result<()> {
-        if noisy.len() != self.labels.len() {
-            return Err(Error::ShapeMismatch {
-                context: "noise flags".into(),
-                expected: vec![self.labels.len()],
-                got: vec![noisy.len()],
-            });
-        }
-        self.noisy = Some(noisy);
-        Ok(())
     }
 
     /// The subset in force.
@@ -310,7 +286,6 @@ impl Coreset {
         let current = if r.names().iter().any(|n| n == "selection") {
             Some(Selection {
                 indices: self.read_indices(&r, "selection")?,
-                weights: None,
             })
         } else {
             None

@@ -32,8 +32,7 @@ fn diagnostics_count_a_hand_built_case() {
         0,
     )
     .unwrap();
-    c.set_ground_truth((0..8).map(|i| i == 0 || i == 5).collect()).unwrap();
-    assert!(c.set_ground_truth(vec![false; 3]).is_err());
+    let flags: Vec<bool> = (0..8).map(|i| i == 0 || i == 5).collect();
     c.begin_scoring(Progress::new(0, 1)).unwrap();
     let out = ModelOutput::logits_only(Tensor::zeros((8, 2), candle_core::DType::F32, &Device::Cpu).unwrap());
     let y = Tensor::new(labels.as_slice(), &Device::Cpu).unwrap();
@@ -45,7 +44,9 @@ fn diagnostics_count_a_hand_built_case() {
     })
     .unwrap();
     assert_eq!(c.select().unwrap().indices, vec![1, 2, 5, 7]);
-    let d = c.history()[0].noise.unwrap();
+    // Diagnostics are computed outside the orchestrator, from the selection and the flags.
+    let d = NoiseDiagnostics::compute(&c.current().unwrap().indices, &flags).unwrap();
+    assert!(NoiseDiagnostics::compute(&c.current().unwrap().indices, &flags[..3]).is_err());
     // noisy in set: 2/8; selected noisy: {5} → 1/4; dropped {0, 3, 4, 6}: noisy {0} → 1/4; recall 1/2
     assert_eq!(
         (

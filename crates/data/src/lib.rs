@@ -40,6 +40,8 @@ mod noise;
 mod subset;
 
 pub use augment::{Augment, Normalize};
+/// candle, as this crate's signatures use it.
+pub use candle_core;
 pub use cifar::{Cifar100Labels, Split, load_cifar10, load_cifar100, write_cifar10_bin, write_cifar100_bin};
 pub use dataset::{Dataset, ImageShape, InMemoryDataset};
 pub use error::{Error, Result};

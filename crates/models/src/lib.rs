@@ -46,11 +46,12 @@ pub use builder::{ConvBn, Mode};
 pub use error::{Error, Result};
 pub use init::{InitScheme, Initializer};
 pub use mobilenet_v2::MobileNetV2;
+/// candle and the QAT types of this crate's signatures, so that one dependency is enough.
+pub use quarc_quant_core::{ModelOutput, QatConfig, candle_core, candle_nn};
 pub use resnet::{ResNet, ResNetSpec, ShortcutKind};
 pub use small_cnn::SmallCnn;
 
 use candle_core::Tensor;
-use quarc_quant_core::ModelOutput;
 
 /// What every model in this crate provides.
 pub trait Model: Send + Sync {

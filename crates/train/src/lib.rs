@@ -31,13 +31,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub mod cifar;
 mod config;
-pub mod doc_section;
 mod error;
 mod method;
 mod optim;
-pub mod protocol;
 pub mod report;
 mod schedule;
 mod trainer;
@@ -46,5 +43,7 @@ pub use config::{ClcConfig, ClcLoss, Method, ModelKind, ObjectiveConfig, Referen
 pub use error::{Error, Result};
 pub use method::{build_coreset, coreset_config};
 pub use optim::{GroupPolicy, Optimizer, OptimizerConfig, ParamGroup};
+/// candle, as this crate's signatures use it.
+pub use quarc_quant_core::{candle_core, candle_nn};
 pub use schedule::{LrPlan, LrSchedule};
 pub use trainer::{Experiment, RunSummary};

@@ -9,7 +9,7 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use indicatif::{ProgressBar, ProgressStyle};
-use quarc_coreset::{Coreset, ScoreInput};
+use quarc_coreset::{Coreset, NoiseDiagnostics, ScoreInput};
 use quarc_correction::{AlignmentLoss, Cascade, Distillation, FeatureKl, KdForm, KlDirection, LayerPair, Mse};
 use quarc_data::{Augment, BatchLoader, Dataset, LoaderConfig, Normalize};
 use quarc_models::{MobileNetV2, Mode, Model, ResNet, SmallCnn, checkpoint};
@@ -312,8 +312,14 @@ impl Experiment {
         )?;
         checkpoint::load(&q_vars, self.reference_path())?;
         let mut coreset: Option<Coreset> = build_coreset(c, self.train.labels())?;
-        if let (Some(cs), Some(noisy)) = (coreset.as_mut(), &self.noise) {
-            cs.set_ground_truth(noisy.clone())?;
+        if let Some(noisy) = &self.noise
+            && noisy.len() != self.train.len()
+        {
+            return Err(Error::InvalidConfig(format!(
+                "noise flags: {} for {} training samples",
+                noisy.len(),
+                self.train.len()
+            )));
         }
         let mut opt = Optimizer::new(c.optimizer, c.groups.groups(&q_vars))?;
         let (train_eval, test_eval, train_loader) = (
@@ -371,11 +377,7 @@ impl Experiment {
             if c.stop_after.is_some_and(|n| epoch >= start + n) {
                 break;
             }
-            let progress = Progress {
-                epoch,
-                num_epochs: c.epochs,
-                step: 0,
-            };
+            let progress = Progress::new(epoch, c.epochs);
             let lr = c.lr.lr(epoch, c.epochs);
             // Scoring pass and selection.
             let (mut scoring_secs, mut selection_secs, mut selected) = (0.0, 0.0, false);
@@ -509,9 +511,11 @@ impl Experiment {
                 selection_secs,
                 training_secs,
                 images_per_s: n as f64 / training_secs.max(1e-9),
-                noise: coreset
-                    .as_ref()
-                    .and_then(|cs| cs.history().last().and_then(|h| h.noise)),
+                // Diagnostics of the selection in force, computed here: the coreset never sees them.
+                noise: match (&self.noise, coreset.as_ref().and_then(|cs| cs.current())) {
+                    (Some(flags), Some(sel)) => Some(NoiseDiagnostics::compute(&sel.indices, flags)?),
+                    _ => None,
+                },
             };
             self.say(format!(
                 "[{} f={} seed={}] epoch {}/{}: loss {:.4}, test {:.2}%, coreset {n}{}, lr {lr:.5}, train {:.1} s, scoring {:.1} s",

@@ -110,6 +110,10 @@ fn stopped_and_resumed_run_is_bit_identical() {
     assert_eq!(log.lines().count(), 4);
     assert!(log.contains("\"clc\":[[\"conv2\""));
     assert!(
+        log.contains("\"selected_noisy_share\""),
+        "noise diagnostics missing from the log"
+    );
+    assert!(
         std::fs::read_to_string(b.join("accuracy.svg"))
             .unwrap()
             .contains("<svg")

@@ -76,14 +76,11 @@ pub struct SelectContext {
     pub epoch: usize,
 }
 
-/// A selected subset: dataset indices, sorted ascending and unique, with optional per-sample
-/// weights (same order).
+/// A selected subset: dataset indices, sorted ascending and unique.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Selection {
     /// Sorted, unique dataset indices.
     pub indices: Vec<usize>,
-    /// Optional per-sample weights.
-    pub weights: Option<Vec<f32>>,
 }
 
 impl Selection {
@@ -136,7 +133,7 @@ pub trait Selector: Send + Sync {
         let candidates: Vec<usize> = (0..scores.len()).collect();
         let mut indices = self.choose(&candidates, scores, budget.count(scores.len()), ctx)?;
         indices.sort_unstable();
-        Ok(Selection { indices, weights: None })
+        Ok(Selection { indices })
     }
 }
 

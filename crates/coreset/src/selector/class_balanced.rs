@@ -62,6 +62,6 @@ impl Selector for ClassBalanced {
             .collect::<Result<Vec<_>>>()?;
         let mut indices: Vec<usize> = chosen.into_iter().flatten().collect();
         indices.par_sort_unstable();
-        Ok(Selection { indices, weights: None })
+        Ok(Selection { indices })
     }
 }

@@ -8,6 +8,11 @@ use quarc_kernels::Conv2dParams;
 
 /// max |a − b| / max(|b|_∞, 1e-3).
 pub fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+    rel_err_floor(a, b, 1e-3)
+}
+
+/// max |a − b| / max(|b|_∞, `floor`).
+pub fn rel_err_floor(a: &Tensor, b: &Tensor, floor: f32) -> f32 {
     let diff = (a - b)
         .unwrap()
         .abs()
@@ -23,7 +28,7 @@ pub fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap()
-        .max(1e-3);
+        .max(floor);
     diff / scale
 }
 

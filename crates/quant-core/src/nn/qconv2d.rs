@@ -85,18 +85,13 @@ impl QConv2d {
 
     /// Initialises the weight quantizer from the weights and the input quantizer from `x`.
     pub fn calibrate(&self, x: &Tensor) -> Result<()> {
-        self.weight_q.calibrate(self.conv.weight())?;
-        if let Some(a) = &self.act_q {
-            a.calibrate(x)?;
-        }
-        tracing::debug!(
-            layer = "qconv2d",
-            weight = self.weight_q.kind(),
-            activation = self.act_q.as_ref().map_or("none", |a| a.kind()),
-            input = ?x.dims(),
-            "calibrated"
-        );
-        Ok(())
+        super::calibrate_pair(
+            self.weight_q.as_ref(),
+            self.act_q.as_deref(),
+            self.conv.weight(),
+            x,
+            "qconv2d",
+        )
     }
 
     /// The fake-quantized weight.

@@ -71,18 +71,13 @@ impl QLinear {
 
     /// Initialises the weight quantizer from the weights and the input quantizer from `x`.
     pub fn calibrate(&self, x: &Tensor) -> Result<()> {
-        self.weight_q.calibrate(self.linear.weight())?;
-        if let Some(a) = &self.act_q {
-            a.calibrate(x)?;
-        }
-        tracing::debug!(
-            layer = "qlinear",
-            weight = self.weight_q.kind(),
-            activation = self.act_q.as_ref().map_or("none", |a| a.kind()),
-            input = ?x.dims(),
-            "calibrated"
-        );
-        Ok(())
+        super::calibrate_pair(
+            self.weight_q.as_ref(),
+            self.act_q.as_deref(),
+            self.linear.weight(),
+            x,
+            "qlinear",
+        )
     }
 
     /// The fake-quantized weight.

@@ -3,7 +3,7 @@
 
 use quarc_correction::SoftmaxAxis;
 
-use crate::{ClcConfig, ClcLoss, Method, ObjectiveConfig, ReferenceConfig, Result, SelectorKind, TrainConfig};
+use quarc_train::{ClcConfig, ClcLoss, Method, ObjectiveConfig, ReferenceConfig, Result, SelectorKind, TrainConfig};
 
 /// The FMNIST-W2A2 protocol (docs/results.md) for one method spec: `SmallCnn`, LSQ W2A2 on the
 /// middle layers, KD (T = 1) + CE, SGD momentum 0.9, cosine LR, `epochs` over the current
@@ -15,7 +15,8 @@ use crate::{ClcConfig, ClcLoss, Method, ObjectiveConfig, ReferenceConfig, Result
 /// ignores `fraction`.
 ///
 /// ```
-/// use quarc_train::{protocol, Method, ReferenceConfig, SelectorKind};
+/// use quarc_harness::protocol;
+/// use quarc_train::{Method, ReferenceConfig, SelectorKind};
 /// let c = protocol::fmnist_w2a2("acs+ccs", 0.01, 20, 3, ReferenceConfig::default())?;
 /// assert_eq!((c.method, c.fraction, c.seed, c.select_every), (Method::Acs, 0.01, 3, 5));
 /// assert!(matches!(c.selector, SelectorKind::Stratified { bins: 50, .. }) && c.objective.clc.is_none());
@@ -38,7 +39,7 @@ pub fn fmnist_w2a2(
     let base = spec.split('+').next().unwrap_or(spec);
     let method = Method::parse(base)?;
     if let Some(extra) = spec.split('+').skip(1).find(|p| *p != "clc" && *p != "ccs") {
-        return Err(crate::Error::InvalidConfig(format!(
+        return Err(quarc_train::Error::InvalidConfig(format!(
             "unknown method suffix `+{extra}` in `{spec}`; use +clc and/or +ccs"
         )));
     }

@@ -10,7 +10,7 @@ use quarc_correction::{CascadeMode, SoftmaxAxis};
 use quarc_data::{Dataset, ImageShape, InMemoryDataset, Normalize, Split, load_cifar10, write_cifar10_bin};
 use quarc_quant_core::{QatConfig, SplitMix64};
 
-use crate::{
+use quarc_train::{
     ClcConfig, ClcLoss, Error, Experiment, LrPlan, LrSchedule, Method, ModelKind, ObjectiveConfig, ReferenceConfig,
     Result, RunSummary, TrainConfig,
 };

@@ -4,7 +4,7 @@
 //! A section is the text between `<!-- begin:NAME -->` and `<!-- end:NAME -->`.
 //!
 //! ```
-//! use quarc_train::doc_section::replace_section;
+//! use quarc_harness::doc_section::replace_section;
 //! let doc = "# Results\n\n<!-- begin:a -->\nold\n<!-- end:a -->\n\ntail\n";
 //! let doc = replace_section(doc, "a", "new\n").unwrap();
 //! assert_eq!(doc, "# Results\n\n<!-- begin:a -->\nnew\n<!-- end:a -->\n\ntail\n");
@@ -15,7 +15,7 @@
 
 use std::path::Path;
 
-use crate::{Error, Result};
+use quarc_train::{Error, Result};
 
 fn markers(name: &str) -> (String, String) {
     (format!("<!-- begin:{name} -->\n"), format!("<!-- end:{name} -->\n"))
