@@ -39,6 +39,8 @@ mod storage;
 pub use batch_norm::{
     Activation, BatchStats, batch_norm_train, batch_norm_train_reference, channel_affine, channel_affine_reference,
 };
+/// candle, as this crate's signatures use it.
+pub use candle_core;
 pub use conv::{
     Conv2dParams, CpuConvEngine, LsqInput, WinogradPolicy, conv2d, conv2d_affine_act, conv2d_affine_act_reference,
     conv2d_grad_input, conv2d_grad_weight, conv2d_lsq_input, conv2d_reference, cpu_engine, runs_fast_path,
