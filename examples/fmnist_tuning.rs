@@ -113,7 +113,22 @@ const VARIANTS: &[Variant] = &[
             clc.layers = vec!["conv3".into()]
         }
     }),
+    ("random-kd", "random", "random, KD only (CE weight 0)", kd_only),
+    (
+        "rs2",
+        "rs2",
+        "RS2: a fresh class-balanced random subset every epoch",
+        |_| {},
+    ),
+    ("rs2-kd", "rs2", "RS2, KD only (CE weight 0)", kd_only),
+    ("acs-kd", "acs", "ACS top-k, KD only (CE weight 0)", kd_only),
+    ("acs+ccs-kd", "acs+ccs", "ACS + CCS, KD only (CE weight 0)", kd_only),
 ];
+
+/// The objective without hard-label cross-entropy: distillation from the FP reference only.
+fn kd_only(c: &mut TrainConfig) {
+    c.objective.ce_weight = 0.0;
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Row {

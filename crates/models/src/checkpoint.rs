@@ -108,6 +108,59 @@ pub fn load(varmap: &VarMap, path: impl AsRef<Path>) -> Result<LoadReport> {
     Ok(report)
 }
 
+/// Copies every variable of `from` into the variable of the same name in `to`: a **deep copy**
+/// (the twin never shares storage with the reference, so training one cannot change the other),
+/// converted to `to`'s dtype and device. Use it to move a trained full-precision model into its
+/// quantized twin; the twin's quantizer parameters come back as `missing` (calibrate them next).
+/// A shape mismatch is an error before anything is changed, and so are two maps with no name in
+/// common (nothing would be copied) and `from` and `to` being the same map.
+pub fn transfer(from: &VarMap, to: &VarMap) -> Result<LoadReport> {
+    if std::ptr::eq(from, to) {
+        return Err(Error::InvalidConfig("transfer from a VarMap into itself".into()));
+    }
+    let source: HashMap<String, Tensor> = {
+        let data = from
+            .data()
+            .lock()
+            .map_err(|_| Error::InvalidConfig("VarMap lock poisoned".into()))?;
+        data.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect()
+    };
+    let data = to
+        .data()
+        .lock()
+        .map_err(|_| Error::InvalidConfig("VarMap lock poisoned".into()))?;
+    let mut report = LoadReport::default();
+    for (name, t) in &source {
+        match data.get(name) {
+            Some(v) if v.dims() != t.dims() => {
+                return Err(Error::TransferShape {
+                    name: name.clone(),
+                    from: t.dims().to_vec(),
+                    to: v.dims().to_vec(),
+                });
+            }
+            Some(_) => report.loaded.push(name.clone()),
+            None => report.unexpected.push(name.clone()),
+        }
+    }
+    if report.loaded.is_empty() && !source.is_empty() {
+        return Err(Error::InvalidConfig(format!(
+            "transfer: none of the {} source variables has a namesake in the target (source names like {:?})",
+            source.len(),
+            source.keys().take(3).collect::<Vec<_>>()
+        )));
+    }
+    for name in &report.loaded {
+        let v = &data[name];
+        v.set(&source[name].to_dtype(v.dtype())?.to_device(v.device())?.copy()?)?;
+    }
+    report.missing = data.keys().filter(|k| !source.contains_key(*k)).cloned().collect();
+    report.loaded.sort();
+    report.missing.sort();
+    report.unexpected.sort();
+    Ok(report)
+}
+
 /// Number of trainable parameters (BatchNorm running statistics and observer state excluded).
 pub fn count_parameters(varmap: &VarMap) -> usize {
     varmap

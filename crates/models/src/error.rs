@@ -21,6 +21,16 @@ pub enum Error {
         /// Shape in the model.
         model: Vec<usize>,
     },
+    /// A variable whose shape differs between the two models of a weight transfer.
+    #[error("weight transfer: `{name}` has shape {from:?} in the source, {to:?} in the target")]
+    TransferShape {
+        /// The variable name.
+        name: String,
+        /// Shape in the source.
+        from: Vec<usize>,
+        /// Shape in the target.
+        to: Vec<usize>,
+    },
     /// A checkpoint that cannot be read.
     #[error("checkpoint {path:?}: {reason}")]
     Checkpoint {

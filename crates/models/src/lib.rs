@@ -36,38 +36,63 @@
 
 mod builder;
 pub mod checkpoint;
+mod conv_bn;
 mod error;
 mod init;
 mod mobilenet_v2;
 mod resnet;
 mod small_cnn;
 
-pub use builder::{ConvBn, Mode};
+pub use builder::{Built, ConvSpec, LayerInfo, LayerOverride, Layers, LinearSpec, ModelBuilder, name_matches};
+pub use conv_bn::{Activation, ConvBn, Mode};
 pub use error::{Error, Result};
 pub use init::{InitScheme, Initializer};
 pub use mobilenet_v2::MobileNetV2;
 /// candle and the QAT types of this crate's signatures, so that one dependency is enough.
-pub use quarc_quant_core::{ModelOutput, QatConfig, candle_core, candle_nn};
+pub use quarc_quant_core::{Calibration, CalibrationReport, ModelOutput, QatConfig, candle_core, candle_nn};
 pub use resnet::{ResNet, ResNetSpec, ShortcutKind};
 pub use small_cnn::SmallCnn;
 
 use candle_core::Tensor;
 
-/// What every model in this crate provides.
+/// A model the trainer and the scorers can drive: quarc's built-in models and yours.
+///
+/// Object safe. Implement [`Model::forward_mode`] (and [`Model::calibration`] when you keep the
+/// switch of [`Layers::calibration`] yourself; a model wrapped in [`Built`] has it already).
 pub trait Model: Send + Sync {
     /// Forward pass in the given mode, with the model's named features.
     fn forward_mode(&self, x: &Tensor, mode: Mode) -> Result<ModelOutput>;
 
-    /// Initialises every quantizer from its own input on batch `x` (see [`Mode::Calibrate`]:
-    /// BatchNorm uses the batch's statistics and takes one running-statistics step). Call it
-    /// after loading weights and before the first scoring pass.
-    fn calibrate(&self, x: &Tensor) -> Result<()> {
-        self.forward_mode(x, Mode::Calibrate).map(|_| ())
+    /// The calibration switch the model's quantized layers registered with (`None`: the model
+    /// has no quantized layers built through [`ModelBuilder`]).
+    fn calibration(&self) -> Option<&Calibration> {
+        None
+    }
+
+    /// Initialises every quantizer from its own input with one forward pass over batch `x` in
+    /// [`Mode::Calibrate`] (BatchNorm uses the batch's statistics and takes one running-statistics
+    /// step). Call it after loading weights and before the first scoring pass. Returns what was
+    /// calibrated; a quantized layer the pass did not reach is an error naming it.
+    fn calibrate(&self, x: &Tensor) -> Result<CalibrationReport> {
+        match self.calibration() {
+            Some(c) => c.run(|| self.forward_mode(x, Mode::Calibrate)),
+            None => Err(Error::InvalidConfig(
+                "this model has no calibration switch: build it with `ModelBuilder` and return \
+                 `Layers::calibration()` from `Model::calibration`, or use the `Built` wrapper"
+                    .into(),
+            )),
+        }
     }
 
     /// The quantized layers as integers (codes, scales, BatchNorm as an output affine), in
-    /// model order; full-precision layers are left out (they are in the checkpoint).
-    fn export(&self) -> Result<quarc_quant_core::export::IntegerExport>;
+    /// model order; full-precision layers are left out (they are in the checkpoint). Empty by
+    /// default.
+    fn export(&self) -> Result<quarc_quant_core::export::IntegerExport> {
+        Ok(quarc_quant_core::export::IntegerExport {
+            layers: Vec::new(),
+            config: None,
+        })
+    }
 }
 
 /// Exports the quantized ones of `layers` and the classifier.

@@ -1,12 +1,11 @@
 //! MobileNetV2 for CIFAR (Sandler et al. 2018; CIFAR strides as in the ACS code).
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
-use quarc_quant_core::{FeatureMap, LayerPosition, ModelOutput, QLinear, QatConfig};
+use quarc_quant_core::{Calibration, FeatureMap, LayerPosition, ModelOutput, QLinear, QatConfig};
 
-use crate::builder::{Activation, Builder, ConvBn, Mode, linear_forward};
-use crate::init::InitScheme;
-use crate::{Error, Model, Result};
+use crate::conv_bn::{Activation, ConvBn, Mode, linear_forward};
+use crate::{ConvSpec, Error, Layers, LinearSpec, Model, ModelBuilder, Result};
 
 /// (expansion t, output channels c, repeats n, first stride s); the second stage and the stem
 /// use stride 1 for 32×32 inputs.
@@ -57,6 +56,7 @@ pub struct MobileNetV2 {
     blocks: Vec<InvertedResidual>,
     head: ConvBn,
     fc: QLinear,
+    calibration: Calibration,
 }
 
 impl MobileNetV2 {
@@ -69,16 +69,21 @@ impl MobileNetV2 {
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
+        let b = ModelBuilder::new(varmap, device).qat(qat).seed(seed);
+        Ok(b.build(|l| Self::build(l, width, num_classes))?.model)
+    }
+
+    /// The model's constructor, for [`ModelBuilder::build`] (to add per-layer overrides).
+    pub fn build(b: &Layers<'_>, width: f64, num_classes: usize) -> Result<Self> {
         crate::check_classes(num_classes)?;
         if !(width > 0.0 && width <= 4.0) {
             return Err(Error::InvalidConfig(format!(
                 "width multiplier must be in (0, 4], got {width}"
             )));
         }
-        let mut b = Builder::new(varmap, qat, seed, InitScheme::PyTorchDefault, DType::F32, device);
         let mut inp = make_divisible(32.0 * width, 8);
         let last = make_divisible(1280.0 * width.max(1.0), 8);
-        let stem = ConvBn::new(&mut b, "stem", 3, inp, 3, 1, 1, LayerPosition::First, true)?;
+        let stem = ConvBn::new(b, "stem", ConvSpec::new(3, inp, 3).signed_input())?;
         let mut blocks = Vec::new();
         for (t, c, n, s) in CONFIG {
             let out = make_divisible(c as f64 * width, 8);
@@ -90,41 +95,25 @@ impl MobileNetV2 {
                 let signed_in = !blocks.is_empty();
                 let expand = if t != 1 {
                     Some(ConvBn::new(
-                        &mut b,
+                        b,
                         &format!("{name}.expand"),
-                        inp,
-                        hidden,
-                        1,
-                        1,
-                        1,
-                        LayerPosition::Middle,
-                        signed_in,
+                        ConvSpec {
+                            signed_input: signed_in,
+                            ..ConvSpec::new(inp, hidden, 1)
+                        },
                     )?)
                 } else {
                     None
                 };
                 let depthwise = ConvBn::new(
-                    &mut b,
+                    b,
                     &format!("{name}.depthwise"),
-                    hidden,
-                    hidden,
-                    3,
-                    stride,
-                    hidden,
-                    LayerPosition::Middle,
-                    t == 1 && signed_in,
+                    ConvSpec {
+                        signed_input: t == 1 && signed_in,
+                        ..ConvSpec::new(hidden, hidden, 3).stride(stride).groups(hidden)
+                    },
                 )?;
-                let project = ConvBn::new(
-                    &mut b,
-                    &format!("{name}.project"),
-                    hidden,
-                    out,
-                    1,
-                    1,
-                    1,
-                    LayerPosition::Middle,
-                    false,
-                )?;
+                let project = ConvBn::new(b, &format!("{name}.project"), ConvSpec::new(hidden, out, 1))?;
                 blocks.push(InvertedResidual {
                     expand,
                     depthwise,
@@ -134,9 +123,19 @@ impl MobileNetV2 {
                 inp = out;
             }
         }
-        let head = ConvBn::new(&mut b, "head", inp, last, 1, 1, 1, LayerPosition::Last, true)?;
-        let fc = b.linear("fc", last, num_classes, LayerPosition::Last, false)?;
-        Ok(Self { stem, blocks, head, fc })
+        let head = ConvBn::new(
+            b,
+            "head",
+            ConvSpec::new(inp, last, 1).position(LayerPosition::Last).signed_input(),
+        )?;
+        let fc = b.linear("fc", LinearSpec::new(last, num_classes))?;
+        Ok(Self {
+            stem,
+            blocks,
+            head,
+            fc,
+            calibration: b.calibration().clone(),
+        })
     }
 }
 
@@ -157,6 +156,10 @@ impl Model for MobileNetV2 {
             logits: linear_forward(&self.fc, &pooled, mode)?,
             features: f,
         })
+    }
+
+    fn calibration(&self) -> Option<&Calibration> {
+        Some(&self.calibration)
     }
 
     fn export(&self) -> Result<quarc_quant_core::export::IntegerExport> {

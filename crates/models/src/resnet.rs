@@ -1,13 +1,13 @@
 //! CIFAR-style ResNets: ResNet-20 (He et al. 2016, option-A shortcuts) and ResNet-18
 //! (3×3 stem, no max-pool, projection shortcuts).
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
-use quarc_quant_core::{BlockwiseModule, FeatureMap, LayerPosition, ModelOutput, QLinear, QatConfig};
+use quarc_quant_core::{BlockwiseModule, Calibration, FeatureMap, ModelOutput, QLinear, QatConfig};
 
-use crate::builder::{Activation, Builder, ConvBn, Mode, linear_forward};
+use crate::conv_bn::{Activation, ConvBn, Mode, linear_forward};
 use crate::init::InitScheme;
-use crate::{Error, Model, Result};
+use crate::{ConvSpec, Error, Layers, LinearSpec, Model, ModelBuilder, Result};
 
 /// How a block's shortcut changes shape.
 #[derive(Debug)]
@@ -79,6 +79,7 @@ pub struct ResNet {
     stem: ConvBn,
     blocks: Vec<(String, BasicBlock)>,
     fc: QLinear,
+    calibration: Calibration,
 }
 
 impl ResNet {
@@ -91,6 +92,16 @@ impl ResNet {
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
+        let b = ModelBuilder::new(varmap, device)
+            .qat(qat)
+            .seed(seed)
+            .init(InitScheme::KaimingNormalFanOut);
+        Ok(b.build(|l| Self::build(l, spec, num_classes))?.model)
+    }
+
+    /// The model's constructor, for [`ModelBuilder::build`] (to add per-layer overrides). The
+    /// stem is the first layer built and the classifier the last.
+    pub fn build(b: &Layers<'_>, spec: &ResNetSpec, num_classes: usize) -> Result<Self> {
         let (widths, depths, shortcut) = (spec.widths.as_slice(), spec.depths.as_slice(), spec.shortcut);
         crate::check_classes(num_classes)?;
         if widths.is_empty() || widths.len() != depths.len() || depths.contains(&0) {
@@ -98,51 +109,24 @@ impl ResNet {
                 "stage widths {widths:?} and depths {depths:?} must be non-empty, equal in length, depths ≥ 1"
             )));
         }
-        let mut b = Builder::new(varmap, qat, seed, InitScheme::KaimingNormalFanOut, DType::F32, device);
-        let stem = ConvBn::new(&mut b, "stem", 3, widths[0], 3, 1, 1, LayerPosition::First, true)?;
+        let stem = ConvBn::new(b, "stem", ConvSpec::new(3, widths[0], 3).signed_input())?;
         let mut blocks = Vec::new();
         let mut inp = widths[0];
         for (s, (&w, &d)) in widths.iter().zip(depths).enumerate() {
             for k in 0..d {
                 let stride = if s > 0 && k == 0 { 2 } else { 1 };
                 let name = format!("layer{}.{k}", s + 1);
-                let conv1 = ConvBn::new(
-                    &mut b,
-                    &format!("{name}.conv1"),
-                    inp,
-                    w,
-                    3,
-                    stride,
-                    1,
-                    LayerPosition::Middle,
-                    false,
-                )?;
-                let conv2 = ConvBn::new(
-                    &mut b,
-                    &format!("{name}.conv2"),
-                    w,
-                    w,
-                    3,
-                    1,
-                    1,
-                    LayerPosition::Middle,
-                    false,
-                )?;
+                let conv1 = ConvBn::new(b, &format!("{name}.conv1"), ConvSpec::new(inp, w, 3).stride(stride))?;
+                let conv2 = ConvBn::new(b, &format!("{name}.conv2"), ConvSpec::new(w, w, 3))?;
                 let sc = if stride == 1 && inp == w {
                     Shortcut::Identity
                 } else {
                     match shortcut {
                         ShortcutKind::OptionA => Shortcut::PadZeros { extra: w - inp },
                         ShortcutKind::Projection => Shortcut::Projection(ConvBn::new(
-                            &mut b,
+                            b,
                             &format!("{name}.shortcut"),
-                            inp,
-                            w,
-                            1,
-                            stride,
-                            1,
-                            LayerPosition::Middle,
-                            false,
+                            ConvSpec::new(inp, w, 1).stride(stride),
                         )?),
                     }
                 };
@@ -157,8 +141,13 @@ impl ResNet {
                 inp = w;
             }
         }
-        let fc = b.linear("fc", inp, num_classes, LayerPosition::Last, false)?;
-        Ok(Self { stem, blocks, fc })
+        let fc = b.linear("fc", LinearSpec::new(inp, num_classes))?;
+        Ok(Self {
+            stem,
+            blocks,
+            fc,
+            calibration: b.calibration().clone(),
+        })
     }
 
     /// ResNet-20 for CIFAR (16/32/64, 3 blocks per stage, option A): 0.27 M parameters.
@@ -234,6 +223,10 @@ impl Model for ResNet {
             logits: linear_forward(&self.fc, &pooled, mode)?,
             features: f,
         })
+    }
+
+    fn calibration(&self) -> Option<&Calibration> {
+        Some(&self.calibration)
     }
 
     fn export(&self) -> Result<quarc_quant_core::export::IntegerExport> {

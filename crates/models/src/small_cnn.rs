@@ -1,12 +1,11 @@
 //! `SmallCnn`: the Fashion-MNIST protocol model.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
-use quarc_quant_core::{FeatureMap, LayerPosition, ModelOutput, QLinear, QatConfig};
+use quarc_quant_core::{Calibration, FeatureMap, ModelOutput, QLinear, QatConfig};
 
-use crate::builder::{Activation, Builder, ConvBn, Mode, linear_forward};
-use crate::init::InitScheme;
-use crate::{Model, Result};
+use crate::conv_bn::{Activation, ConvBn, Mode, linear_forward};
+use crate::{ConvSpec, Layers, LinearSpec, Model, ModelBuilder, Result};
 
 /// For 1×28×28 inputs: conv 1→32 3×3, BN, ReLU; conv 32→64 3×3 stride 2, BN, ReLU;
 /// conv 64→128 3×3 stride 2, BN, ReLU; global average pool; fc 128→`num_classes`.
@@ -18,6 +17,7 @@ pub struct SmallCnn {
     conv2: ConvBn,
     conv3: ConvBn,
     fc: QLinear,
+    calibration: Calibration,
 }
 
 impl SmallCnn {
@@ -29,13 +29,20 @@ impl SmallCnn {
         seed: u64,
         device: &Device,
     ) -> Result<Self> {
+        let b = ModelBuilder::new(varmap, device).qat(qat).seed(seed);
+        Ok(b.build(|l| Self::build(l, num_classes))?.model)
+    }
+
+    /// The model's constructor, for [`ModelBuilder::build`] (to add per-layer overrides).
+    pub fn build(b: &Layers<'_>, num_classes: usize) -> Result<Self> {
         crate::check_classes(num_classes)?;
-        let mut b = Builder::new(varmap, qat, seed, InitScheme::PyTorchDefault, DType::F32, device);
+        // The first layer built (conv1) follows the first-layer policy, the last (fc) the last-layer one.
         Ok(Self {
-            conv1: ConvBn::new(&mut b, "conv1", 1, 32, 3, 1, 1, LayerPosition::First, true)?,
-            conv2: ConvBn::new(&mut b, "conv2", 32, 64, 3, 2, 1, LayerPosition::Middle, false)?,
-            conv3: ConvBn::new(&mut b, "conv3", 64, 128, 3, 2, 1, LayerPosition::Middle, false)?,
-            fc: b.linear("fc", 128, num_classes, LayerPosition::Last, false)?,
+            conv1: ConvBn::new(b, "conv1", ConvSpec::new(1, 32, 3).signed_input())?,
+            conv2: ConvBn::new(b, "conv2", ConvSpec::new(32, 64, 3).stride(2))?,
+            conv3: ConvBn::new(b, "conv3", ConvSpec::new(64, 128, 3).stride(2))?,
+            fc: b.linear("fc", LinearSpec::new(128, num_classes))?,
+            calibration: b.calibration().clone(),
         })
     }
 }
@@ -55,6 +62,10 @@ impl Model for SmallCnn {
             logits: linear_forward(&self.fc, &h, mode)?,
             features: f,
         })
+    }
+
+    fn calibration(&self) -> Option<&Calibration> {
+        Some(&self.calibration)
     }
 
     fn export(&self) -> Result<quarc_quant_core::export::IntegerExport> {

@@ -23,6 +23,28 @@ pub enum Error {
         /// Which quantizer (its kind and, where known, its name).
         quantizer: String,
     },
+    /// Quantized layers that a calibration pass did not reach (see [`crate::Calibration`]).
+    #[error(
+        "{} quantized layer(s) were not reached by the calibration forward pass and stay uncalibrated: {}",
+        .layers.len(), .layers.join(", ")
+    )]
+    Uncalibrated {
+        /// The layers' names, in construction order.
+        layers: Vec<String>,
+    },
+    /// An unsigned activation quantizer (codes from 0) was calibrated on inputs with negative
+    /// values, which it would clip to 0.
+    #[error(
+        "layer `{layer}`: its input quantizer is unsigned but the calibration input reaches {min}; \
+         negative inputs would be clipped to 0 — give this layer a signed input quantizer \
+         (`QuantizerConfig::with_signedness`, or the model builder's `signed_input`)"
+    )]
+    NegativeInput {
+        /// The layer.
+        layer: String,
+        /// The smallest input value seen.
+        min: f32,
+    },
     /// A tensor held NaN (or, where stated, infinite) values.
     #[error("non-finite values in {what}")]
     NonFinite {

@@ -74,7 +74,10 @@ pub mod ste;
 pub use error::{Error, Result};
 pub use export::fold_batch_norm;
 pub use guard::{BUFFER_SUFFIXES, GradientReport, check_gradients, is_buffer};
-pub use nn::{LayerPolicy, LayerPosition, LayerQuant, QConv2d, QLinear, QatConfig, conv2d_with_bias};
+pub use nn::{
+    CalibratedLayer, Calibration, CalibrationReport, LayerPolicy, LayerPosition, LayerQuant, QConv2d, QLinear,
+    QatConfig, conv2d_with_bias,
+};
 pub use observer::{EmaMinMaxObserver, MinMaxObserver, Observer};
 pub use param_store::ParamStore;
 pub use quantizer::{

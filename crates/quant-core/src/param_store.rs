@@ -26,6 +26,7 @@ pub struct ParamStore<'a> {
     prefix: Vec<String>,
     dtype: DType,
     device: Device,
+    calibration: Option<crate::Calibration>,
 }
 
 impl<'a> ParamStore<'a> {
@@ -36,7 +37,21 @@ impl<'a> ParamStore<'a> {
             prefix: Vec::new(),
             dtype,
             device: device.clone(),
+            calibration: None,
         }
+    }
+
+    /// The same store, registering the quantized layers built through it with `calibration`
+    /// (see [`crate::Calibration`]: one forward pass then calibrates them all).
+    pub fn with_calibration(&self, calibration: &crate::Calibration) -> Self {
+        let mut s = self.clone();
+        s.calibration = Some(calibration.clone());
+        s
+    }
+
+    /// The calibration switch layers built through this store register with, if any.
+    pub fn calibration(&self) -> Option<&crate::Calibration> {
+        self.calibration.as_ref()
     }
 
     /// The same store one name level deeper.
@@ -102,6 +117,15 @@ impl<'a> ParamStore<'a> {
         let t = (Tensor::ones(shape, self.dtype, &self.device)? * init)?;
         let v = Var::from_tensor(&t)?;
         data.insert(path, v.clone());
+        Ok(v)
+    }
+
+    /// A deep copy of `value` as the variable `name` (under the prefix): created when the map
+    /// lacks it, else the existing variable receives the values (another shape is an error).
+    /// Never aliases `value`'s storage, also when `value` is itself a variable of another map.
+    pub fn copy_into(&self, name: &str, value: &Tensor) -> Result<Var> {
+        let v = self.var(name, value.shape().clone(), 0.0)?;
+        v.set(&value.to_dtype(self.dtype)?.to_device(&self.device)?.copy()?)?;
         Ok(v)
     }
 }

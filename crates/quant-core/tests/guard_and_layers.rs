@@ -90,7 +90,9 @@ fn quantized_layers_give_every_parameter_a_gradient() {
         )
         .unwrap();
         let x = common::rand_tensor(i as u64, &[2, 2, 5, 5], -1.0, 2.0, DType::F32);
-        conv.calibrate(&x).unwrap();
+        // Calibrated on non-negative inputs (an unsigned input quantizer refuses negative ones),
+        // then run on inputs that reach below 0, so the clipped region's gradients are covered.
+        conv.calibrate(&x.abs().unwrap()).unwrap();
         let loss = conv.forward_t(&x, true).unwrap().sqr().unwrap().sum_all().unwrap();
         let grads = loss.backward().unwrap();
         let names = [format!("c{i}.weight"), format!("c{i}.bias"), format!("c{i}.wq.step")];
@@ -125,7 +127,7 @@ fn qconv2d_input_quant_fused_into_packing_matches_the_separate_passes() {
             DType::F32,
         ))
         .unwrap();
-        conv.calibrate(&x).unwrap();
+        conv.calibrate(&x.abs().unwrap()).unwrap(); // unsigned input codes: calibrated on |x|
         // The fused path really runs for this layer.
         let f = conv
             .activation_quantizer()

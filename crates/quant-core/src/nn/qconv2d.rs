@@ -3,8 +3,9 @@
 use candle_core::{ModuleT, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig};
 
+use super::LayerQuantizers;
 use super::qat_config::LayerQuant;
-use crate::{ParamStore, Quantizer, Result, Role};
+use crate::{ParamStore, Quantizer, Result};
 
 /// A 2-D convolution trained with fake quantization.
 ///
@@ -28,8 +29,7 @@ use crate::{ParamStore, Quantizer, Result, Role};
 #[derive(Debug)]
 pub struct QConv2d {
     conv: Conv2d,
-    weight_q: Box<dyn Quantizer>,
-    act_q: Option<Box<dyn Quantizer>>,
+    q: LayerQuantizers,
 }
 
 impl QConv2d {
@@ -60,43 +60,47 @@ impl QConv2d {
         } else {
             candle_nn::conv2d_no_bias(in_channels, out_channels, kernel, config, store.vb())?
         };
-        Self::from_conv(conv, quant, store)
+        Self::wrap(conv, quant, store)
     }
 
-    /// Wraps an existing conv (its weights stay as they are).
-    pub fn from_conv(conv: Conv2d, quant: &LayerQuant, store: &ParamStore<'_>) -> Result<Self> {
+    /// A quantized copy of an existing conv: its weight (and bias) are **copied** into `store`'s
+    /// map under `<prefix>.weight` / `<prefix>.bias`, so training the result never changes `conv`
+    /// (a variable of that name already in the map receives the values; another shape is an
+    /// error).
+    pub fn from_conv(conv: &Conv2d, quant: &LayerQuant, store: &ParamStore<'_>) -> Result<Self> {
+        let weight = store.copy_into("weight", conv.weight())?;
+        let bias = conv.bias().map(|b| store.copy_into("bias", b)).transpose()?;
+        let copy = Conv2d::new(
+            weight.as_tensor().clone(),
+            bias.map(|b| b.as_tensor().clone()),
+            *conv.config(),
+        );
+        Self::wrap(copy, quant, store)
+    }
+
+    /// Wraps `conv`, whose tensors already live in `store`'s map.
+    fn wrap(conv: Conv2d, quant: &LayerQuant, store: &ParamStore<'_>) -> Result<Self> {
         let (_, in_per_group, _, _) = conv.weight().dims4()?;
         let in_channels = in_per_group * conv.config().groups;
-        let weight_q = quant.weight.build(
-            Role::Weight,
-            quant.weight.channels_for(conv.weight().dims())?,
-            &store.pp("wq"),
-        )?;
-        let act_q = match &quant.activation {
-            Some(a) => Some(a.build(
-                Role::Activation,
-                a.channels_for(&[1, in_channels, 1, 1])?,
-                &store.pp("aq"),
-            )?),
-            None => None,
-        };
-        Ok(Self { conv, weight_q, act_q })
+        let q = LayerQuantizers::build(quant, conv.weight().dims(), &[1, in_channels, 1, 1], store)?;
+        Ok(Self { conv, q })
     }
 
     /// Initialises the weight quantizer from the weights and the input quantizer from `x`.
+    /// An unsigned input quantizer and an `x` with negative values is an error
+    /// ([`crate::Error::NegativeInput`]).
     pub fn calibrate(&self, x: &Tensor) -> Result<()> {
-        super::calibrate_pair(
-            self.weight_q.as_ref(),
-            self.act_q.as_deref(),
-            self.conv.weight(),
-            x,
-            "qconv2d",
-        )
+        self.q.calibrate(self.conv.weight(), x).map(|_| ())
+    }
+
+    /// The layer's parameter prefix.
+    pub fn name(&self) -> &str {
+        &self.q.name
     }
 
     /// The fake-quantized weight.
     pub fn quantized_weight(&self, train: bool) -> Result<Tensor> {
-        self.weight_q.forward_t(self.conv.weight(), train)
+        self.weight_q().forward_t(self.conv.weight(), train)
     }
 
     /// Forward pass: quantize the input and the weight, then convolve. On CPU, a per-tensor LSQ
@@ -104,8 +108,9 @@ impl QConv2d {
     /// (`quarc_kernels::conv2d_lsq_input`: the same values and gradients, one pass over the
     /// activations fewer); elsewhere the input is fake-quantized first.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.q.calibrate_if_active(self.conv.weight(), x)?;
         let w = self.quantized_weight(train)?;
-        if let Some(fused) = match &self.act_q {
+        if let Some(fused) = match &self.q.activation {
             Some(a) => a.fusable_lsq(x, train)?,
             None => None,
         } && let Some((y, nan)) = quarc_kernels::conv2d_lsq_input(x, &w, &fused.step, fused.spec, &self.params())?
@@ -120,7 +125,7 @@ impl QConv2d {
                 None => y,
             });
         }
-        let x = match &self.act_q {
+        let x = match &self.q.activation {
             Some(a) => a.forward_t(x, train)?,
             None => x.clone(),
         };
@@ -157,7 +162,8 @@ impl QConv2d {
 
     /// The fake-quantized input and weight.
     fn quantized_operands(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
-        let x = match &self.act_q {
+        self.q.calibrate_if_active(self.conv.weight(), x)?;
+        let x = match &self.q.activation {
             Some(a) => a.forward_t(x, train)?,
             None => x.clone(),
         };
@@ -181,12 +187,16 @@ impl QConv2d {
 
     /// The weight quantizer.
     pub fn weight_quantizer(&self) -> &dyn Quantizer {
-        self.weight_q.as_ref()
+        self.q.weight.as_ref()
+    }
+
+    fn weight_q(&self) -> &dyn Quantizer {
+        self.q.weight.as_ref()
     }
 
     /// The input quantizer, if any.
     pub fn activation_quantizer(&self) -> Option<&dyn Quantizer> {
-        self.act_q.as_deref()
+        self.q.activation.as_deref()
     }
 }
 

@@ -3,8 +3,9 @@
 use candle_core::{Module, ModuleT, Tensor};
 use candle_nn::Linear;
 
+use super::LayerQuantizers;
 use super::qat_config::LayerQuant;
-use crate::{ParamStore, Quantizer, Result, Role};
+use crate::{ParamStore, Quantizer, Result};
 
 /// A fully connected layer trained with fake quantization. Names as in candle-nn
 /// (`<prefix>.weight` `(out, in)`, `<prefix>.bias`); quantizers under `<prefix>.wq.*`,
@@ -24,8 +25,7 @@ use crate::{ParamStore, Quantizer, Result, Role};
 #[derive(Debug)]
 pub struct QLinear {
     linear: Linear,
-    weight_q: Box<dyn Quantizer>,
-    act_q: Option<Box<dyn Quantizer>>,
+    q: LayerQuantizers,
 }
 
 impl QLinear {
@@ -47,47 +47,47 @@ impl QLinear {
         } else {
             candle_nn::linear_no_bias(in_features, out_features, store.vb())?
         };
-        Self::from_linear(linear, quant, store)
+        Self::wrap(linear, quant, store)
     }
 
-    /// Wraps an existing layer.
-    pub fn from_linear(linear: Linear, quant: &LayerQuant, store: &ParamStore<'_>) -> Result<Self> {
+    /// A quantized copy of an existing layer: its weight (and bias) are **copied** into
+    /// `store`'s map under `<prefix>.weight` / `<prefix>.bias`, so training the result never
+    /// changes `linear`.
+    pub fn from_linear(linear: &Linear, quant: &LayerQuant, store: &ParamStore<'_>) -> Result<Self> {
+        let weight = store.copy_into("weight", linear.weight())?;
+        let bias = linear.bias().map(|b| store.copy_into("bias", b)).transpose()?;
+        let copy = Linear::new(weight.as_tensor().clone(), bias.map(|b| b.as_tensor().clone()));
+        Self::wrap(copy, quant, store)
+    }
+
+    /// Wraps `linear`, whose tensors already live in `store`'s map.
+    fn wrap(linear: Linear, quant: &LayerQuant, store: &ParamStore<'_>) -> Result<Self> {
         let (_, in_features) = linear.weight().dims2()?;
-        let weight_q = quant.weight.build(
-            Role::Weight,
-            quant.weight.channels_for(linear.weight().dims())?,
-            &store.pp("wq"),
-        )?;
-        let act_q = match &quant.activation {
-            Some(a) => Some(a.build(Role::Activation, a.channels_for(&[1, in_features])?, &store.pp("aq"))?),
-            None => None,
-        };
-        Ok(Self {
-            linear,
-            weight_q,
-            act_q,
-        })
+        let q = LayerQuantizers::build(quant, linear.weight().dims(), &[1, in_features], store)?;
+        Ok(Self { linear, q })
     }
 
     /// Initialises the weight quantizer from the weights and the input quantizer from `x`.
+    /// An unsigned input quantizer and an `x` with negative values is an error
+    /// ([`crate::Error::NegativeInput`]).
     pub fn calibrate(&self, x: &Tensor) -> Result<()> {
-        super::calibrate_pair(
-            self.weight_q.as_ref(),
-            self.act_q.as_deref(),
-            self.linear.weight(),
-            x,
-            "qlinear",
-        )
+        self.q.calibrate(self.linear.weight(), x).map(|_| ())
+    }
+
+    /// The layer's parameter prefix.
+    pub fn name(&self) -> &str {
+        &self.q.name
     }
 
     /// The fake-quantized weight.
     pub fn quantized_weight(&self, train: bool) -> Result<Tensor> {
-        self.weight_q.forward_t(self.linear.weight(), train)
+        self.q.weight.forward_t(self.linear.weight(), train)
     }
 
     /// Forward pass.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let x = match &self.act_q {
+        self.q.calibrate_if_active(self.linear.weight(), x)?;
+        let x = match &self.q.activation {
             Some(a) => a.forward_t(x, train)?,
             None => x.clone(),
         };
@@ -102,12 +102,12 @@ impl QLinear {
 
     /// The weight quantizer.
     pub fn weight_quantizer(&self) -> &dyn Quantizer {
-        self.weight_q.as_ref()
+        self.q.weight.as_ref()
     }
 
     /// The input quantizer, if any.
     pub fn activation_quantizer(&self) -> Option<&dyn Quantizer> {
-        self.act_q.as_deref()
+        self.q.activation.as_deref()
     }
 }
 

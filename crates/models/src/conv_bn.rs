@@ -1,127 +1,12 @@
-//! Builds quantized layers with seeded weights and the first/middle/last-layer policy.
+//! `ConvBn` (a quantized conv and its BatchNorm) and the forward [`Mode`]s of quarc's models.
 
-use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{BatchNorm, Conv2dConfig, VarMap};
+use candle_core::{Tensor, Var};
+use candle_nn::BatchNorm;
 pub use quarc_kernels::Activation;
-use quarc_quant_core::{LayerPosition, LayerQuant, ParamStore, QConv2d, QLinear, QatConfig, Signedness};
+use quarc_quant_core::{QConv2d, QLinear};
 
 use crate::Result;
-use crate::init::{InitScheme, Initializer, insert};
-
-/// What a model builder needs: where parameters live, the QAT policy, the seeded initializer.
-pub struct Builder<'a> {
-    pub(crate) varmap: &'a VarMap,
-    pub(crate) qat: Option<QatConfig>,
-    pub(crate) init: Initializer,
-    pub(crate) dtype: DType,
-    pub(crate) device: Device,
-}
-
-impl<'a> Builder<'a> {
-    /// Builds into `varmap`; `qat = None` gives the full-precision model (identity quantizers,
-    /// the same parameter names as the quantized twin).
-    pub fn new(
-        varmap: &'a VarMap,
-        qat: Option<QatConfig>,
-        seed: u64,
-        scheme: InitScheme,
-        dtype: DType,
-        device: &Device,
-    ) -> Self {
-        Self {
-            varmap,
-            qat,
-            init: Initializer::new(seed, scheme, dtype, device),
-            dtype,
-            device: device.clone(),
-        }
-    }
-
-    fn store(&self, prefix: &str) -> ParamStore<'a> {
-        ParamStore::new(self.varmap, self.dtype, &self.device).pp(prefix)
-    }
-
-    /// The quantizers of a layer; `signed_input` marks inputs that can be negative.
-    pub(crate) fn quant(&self, position: LayerPosition, signed_input: bool) -> LayerQuant {
-        match &self.qat {
-            None => LayerQuant::full_precision(),
-            Some(q) => {
-                let mut l = q.layer(position);
-                if signed_input {
-                    l.activation = l.activation.map(|a| a.with_signedness(Signedness::Signed));
-                }
-                l
-            }
-        }
-    }
-
-    /// A conv (seeded weights unless the map has them) with its quantizers.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn conv(
-        &mut self,
-        prefix: &str,
-        inp: usize,
-        out: usize,
-        k: usize,
-        stride: usize,
-        groups: usize,
-        position: LayerPosition,
-        signed_input: bool,
-    ) -> Result<QConv2d> {
-        let (w, _) = self.init.conv(out, inp / groups, k, false)?;
-        insert(self.varmap, format!("{prefix}.weight"), w)?;
-        let cfg = Conv2dConfig {
-            padding: k / 2,
-            stride,
-            dilation: 1,
-            groups,
-            cudnn_fwd_algo: None,
-        };
-        let quant = self.quant(position, signed_input);
-        Ok(QConv2d::new(inp, out, k, cfg, false, &quant, &self.store(prefix))?)
-    }
-
-    /// A linear layer with bias.
-    pub(crate) fn linear(
-        &mut self,
-        prefix: &str,
-        inp: usize,
-        out: usize,
-        position: LayerPosition,
-        signed_input: bool,
-    ) -> Result<QLinear> {
-        let (w, b) = self.init.linear(out, inp)?;
-        insert(self.varmap, format!("{prefix}.weight"), w)?;
-        insert(self.varmap, format!("{prefix}.bias"), b)?;
-        let quant = self.quant(position, signed_input);
-        Ok(QLinear::new(inp, out, true, &quant, &self.store(prefix))?)
-    }
-
-    /// The variable `name` of the map (created by an earlier layer constructor).
-    pub(crate) fn var(&self, name: &str) -> Result<Var> {
-        let data = self
-            .varmap
-            .data()
-            .lock()
-            .map_err(|_| crate::Error::InvalidConfig("the VarMap's lock is poisoned".to_string()))?;
-        data.get(name)
-            .cloned()
-            .ok_or_else(|| crate::Error::InvalidConfig(format!("no variable `{name}` in the map")))
-    }
-
-    /// BatchNorm (γ = 1, β = 0, running mean 0, var 1; momentum 0.1, ε = 1e-5, as PyTorch).
-    pub(crate) fn bn(&self, prefix: &str, c: usize) -> Result<BatchNorm> {
-        Ok(candle_nn::batch_norm(
-            c,
-            candle_nn::BatchNormConfig {
-                eps: 1e-5,
-                momentum: 0.1,
-                ..Default::default()
-            },
-            self.store(prefix).vb(),
-        )?)
-    }
-}
+use crate::builder::{ConvSpec, Layers};
 
 /// A quantized conv followed by BatchNorm.
 #[derive(Debug)]
@@ -136,49 +21,30 @@ pub struct ConvBn {
 }
 
 impl ConvBn {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        b: &mut Builder<'_>,
-        prefix: &str,
-        inp: usize,
-        out: usize,
-        k: usize,
-        stride: usize,
-        groups: usize,
-        position: LayerPosition,
-        signed_input: bool,
-    ) -> Result<Self> {
+    /// The conv `<name>.conv` (no bias: the BatchNorm's shift replaces it) and the BatchNorm
+    /// `<name>.bn` (γ = 1, β = 0, running mean 0, variance 1; momentum 0.1, ε = 1e-5, as PyTorch).
+    pub fn new(b: &Layers<'_>, name: &str, spec: ConvSpec) -> Result<Self> {
+        let b = b.pp(name);
         Ok(Self {
-            conv: b.conv(
-                &format!("{prefix}.conv"),
-                inp,
-                out,
-                k,
-                stride,
-                groups,
-                position,
-                signed_input,
-            )?,
-            bn: b.bn(&format!("{prefix}.bn"), out)?,
-            running_mean: b.var(&format!("{prefix}.bn.running_mean"))?,
-            running_var: b.var(&format!("{prefix}.bn.running_var"))?,
+            conv: b.conv2d("conv", spec.no_bias())?,
+            bn: b.batch_norm("bn", spec.out_channels)?,
+            running_mean: b.var("bn.running_mean")?,
+            running_var: b.var("bn.running_var")?,
         })
     }
 
-    /// conv → BN; with `calibrate`, initialises the conv's quantizers from `x` first.
+    /// conv → BN.
     pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         self.forward_act(x, mode, Activation::Identity)
     }
 
-    /// conv → BN → `act`. With batch statistics (training, calibration) the BatchNorm and the
+    /// conv → BN → `act`. Under [`quarc_quant_core::Calibration::run`] the conv first
+    /// initialises its quantizers from `x`. With batch statistics (training, calibration) the BatchNorm and the
     /// activation run as one fused op and the running statistics take a step (momentum as
     /// configured, unbiased variance, as PyTorch); in evaluation BatchNorm is the per-channel
     /// affine of the running statistics, applied with the activation inside the conv's own pass
     /// (`QConv2d::forward_affine_act`).
     pub fn forward_act(&self, x: &Tensor, mode: Mode, act: Activation) -> Result<Tensor> {
-        if mode == Mode::Calibrate {
-            self.conv.calibrate(x)?;
-        }
         let (gamma, beta) = self
             .bn
             .weight_and_bias()
@@ -237,10 +103,11 @@ pub enum Mode {
     Train,
     /// Evaluation: running statistics.
     Eval,
-    /// Calibration: every quantizer is first initialised from its own input. BatchNorm uses
-    /// batch statistics, as on a training batch (its running statistics take one momentum
-    /// step), so activation ranges match what training will see; quantizers and observers run
-    /// as in evaluation.
+    /// Calibration ([`crate::Model::calibrate`] runs the forward pass in this mode under the
+    /// model's [`quarc_quant_core::Calibration`], so every quantizer is first initialised from
+    /// its own input). BatchNorm uses batch statistics, as on a training batch (its running
+    /// statistics take one momentum step), so activation ranges match what training will see;
+    /// quantizers and observers run as in evaluation.
     Calibrate,
 }
 
@@ -261,26 +128,29 @@ impl Mode {
     }
 }
 
-/// Calls `calibrate` on a linear layer in calibration mode, then runs it.
+/// Runs a linear layer in `mode` (training or not; under a calibration pass it initialises its
+/// quantizers first).
 pub(crate) fn linear_forward(l: &QLinear, x: &Tensor, mode: Mode) -> Result<Tensor> {
-    if mode == Mode::Calibrate {
-        l.calibrate(x)?;
-    }
     Ok(l.forward_t(x, mode.train())?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::ModuleT;
+    use crate::ModelBuilder;
+    use candle_core::{Device, ModuleT};
+    use candle_nn::VarMap;
 
     /// The fused training-mode BatchNorm gives candle-nn's output and running statistics.
     #[test]
     fn fused_batch_norm_matches_candle_nn_including_running_statistics() {
         let dev = Device::Cpu;
         let varmap = VarMap::new();
-        let mut b = Builder::new(&varmap, None, 3, InitScheme::PyTorchDefault, DType::F32, &dev);
-        let layer = ConvBn::new(&mut b, "l", 3, 8, 3, 1, 1, LayerPosition::Middle, false).unwrap();
+        let layer = ModelBuilder::new(&varmap, &dev)
+            .seed(3)
+            .build(|b| ConvBn::new(b, "l", ConvSpec::new(3, 8, 3)))
+            .unwrap()
+            .model;
         let x = (Tensor::arange(0f32, 2.0 * 3.0 * 36.0, &dev)
             .unwrap()
             .reshape((2, 3, 6, 6))
@@ -290,9 +160,10 @@ mod tests {
         let x = x.sin().unwrap();
         // candle-nn's BatchNorm on the same conv output, from fresh statistics
         let other = VarMap::new();
-        let bn = Builder::new(&other, None, 3, InitScheme::PyTorchDefault, DType::F32, &dev)
-            .bn("bn", 8)
-            .unwrap();
+        let bn = ModelBuilder::new(&other, &dev)
+            .build(|b| b.batch_norm("bn", 8))
+            .unwrap()
+            .model;
         let conv_out = layer.conv.forward_t(&x, true).unwrap();
         let expected = bn.forward_t(&conv_out, true).unwrap().relu().unwrap();
         let got = layer.forward_act(&x, Mode::Train, Activation::Relu).unwrap();
