@@ -215,6 +215,7 @@ fn run_one(
         device: candle_core::Device::Cpu,
         verbose: true,
         noise: None,
+        custom: Default::default(),
     }
     .run()?;
     Ok(Row {

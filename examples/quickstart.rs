@@ -81,6 +81,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             device: candle_core::Device::Cpu,
             verbose: true,
             noise: None,
+            custom: Default::default(),
         };
         rows.push((label, exp.run()?));
     }

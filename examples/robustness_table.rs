@@ -243,6 +243,7 @@ fn run_one(
         device: candle_core::Device::Cpu,
         verbose: true,
         noise: Some(flags),
+        custom: Default::default(),
     }
     .run()?;
     let log: Vec<EpochRecord> = read_jsonl(&run_dir.join("log.jsonl"))?;

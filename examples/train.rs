@@ -115,6 +115,7 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
         device: quarc_harness::cifar::device(&a.device)?,
         verbose: true,
         noise: None,
+        custom: Default::default(),
     }
     .run()?;
     println!("{}", serde_json::to_string_pretty(&s)?);

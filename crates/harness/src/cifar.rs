@@ -202,6 +202,7 @@ pub fn run(args: &CifarRun) -> Result<RunSummary> {
         device: device(&args.device)?,
         verbose: true,
         noise: None,
+        custom: Default::default(),
     }
     .run()
 }

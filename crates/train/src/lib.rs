@@ -25,6 +25,7 @@
 //!     device: candle_core::Device::Cpu,
 //!     verbose: true,
 //!     noise: None,
+//!     custom: Default::default(),
 //! };
 //! let summary = exp.run()?;
 //! println!("{:.2}%", 100.0 * summary.final_accuracy);
@@ -46,4 +47,7 @@ pub use optim::{GroupPolicy, Optimizer, OptimizerConfig, ParamGroup};
 /// candle, as this crate's signatures use it.
 pub use quarc_quant_core::{candle_core, candle_nn};
 pub use schedule::{LrPlan, LrSchedule};
-pub use trainer::{Experiment, RunSummary};
+pub use trainer::{
+    BuiltIn, CoresetFactory, Custom, EpochLosses, EpochParts, Experiment, LogitCache, ModelFactory, RunDir, RunSummary,
+    SelectionOutcome, accuracy, select_if_due, train_epoch,
+};

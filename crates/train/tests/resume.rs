@@ -58,6 +58,7 @@ fn experiment(dir: &std::path::Path, stop_after: Option<usize>) -> Experiment {
         verbose: false,
         // Diagnostics only: pretend every 7th training sample is mislabelled.
         noise: Some((0..300).map(|i| i % 7 == 0).collect()),
+        custom: Default::default(),
     }
 }
 
