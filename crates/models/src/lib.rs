@@ -1,8 +1,15 @@
 //! # quarc-models
 //!
-//! Full-precision models and their quantized twins for quarc's QAT experiments, with seeded
-//! initialisation (candle's CPU RNG cannot be seeded), named feature taps for scorers and
-//! correction losses, block-wise forwards for the ResNets, and checkpoints.
+//! Bring your own candle model: [`ModelBuilder`] builds one model definition (written against
+//! [`Layers`]) as the full-precision model or as its quantized twin with the same parameter
+//! names, applies the first/last-layer policy from the build order and per-layer overrides by
+//! name pattern; [`checkpoint::transfer`] deep-copies FP weights into the twin; [`Model::calibrate`]
+//! initialises every quantizer with one forward pass and reports it. The crate's README (a user's
+//! residual CNN trained in a plain loop) runs as a doc-test.
+//!
+//! quarc's own models are built the same way, with seeded initialisation (candle's CPU RNG
+//! cannot be seeded), named feature taps for scorers and correction losses, block-wise forwards
+//! for the ResNets, and checkpoints.
 //!
 //! - [`SmallCnn`] (Fashion-MNIST), [`ResNet::resnet20`] and [`ResNet::resnet18`] (CIFAR),
 //!   [`MobileNetV2`] with a width multiplier.
@@ -49,11 +56,20 @@ pub use error::{Error, Result};
 pub use init::{InitScheme, Initializer};
 pub use mobilenet_v2::MobileNetV2;
 /// candle and the QAT types of this crate's signatures, so that one dependency is enough.
-pub use quarc_quant_core::{Calibration, CalibrationReport, ModelOutput, QatConfig, candle_core, candle_nn};
+pub use quarc_quant_core::{
+    Calibration, CalibrationReport, FeatureMap, LayerPosition, ModelOutput, QConv2d, QLinear, QatConfig, candle_core,
+    candle_nn,
+};
 pub use resnet::{ResNet, ResNetSpec, ShortcutKind};
 pub use small_cnn::SmallCnn;
 
 use candle_core::Tensor;
+
+/// The README example (a user's model, its twin, calibration and a plain training loop),
+/// compiled and run as a doc-test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctest;
 
 /// A model the trainer and the scorers can drive: quarc's built-in models and yours.
 ///

@@ -1,0 +1,140 @@
+//! A user's own model (defined here, not in quarc-models) through the trainer, with a coreset
+//! and a layer correction the user built: logs, plots, checkpoints and a bit-identical resume.
+
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use quarc_coreset::CoresetConfig;
+use quarc_correction::{Cascade, LayerPair, Mse};
+use quarc_data::{Normalize, Split, fashion_mnist};
+use quarc_models::{Activation, ConvBn, ConvSpec, Layers, LinearSpec, Mode, Model, ModelBuilder};
+use quarc_quant_core::{FeatureMap, ModelOutput, QLinear, QatConfig};
+use quarc_train::*;
+
+/// conv-BN-ReLU, a residual conv-BN-ReLU, global pooling, a classifier.
+struct ResidualNet {
+    stem: ConvBn,
+    block: ConvBn,
+    fc: QLinear,
+}
+
+impl ResidualNet {
+    fn new(b: &Layers) -> quarc_models::Result<Self> {
+        Ok(Self {
+            stem: ConvBn::new(b, "stem", ConvSpec::new(1, 8, 3).stride(2).signed_input())?,
+            block: ConvBn::new(b, "block", ConvSpec::new(8, 8, 3))?,
+            fc: b.linear("fc", LinearSpec::new(8, 10))?,
+        })
+    }
+}
+
+impl Model for ResidualNet {
+    fn forward_mode(&self, x: &Tensor, mode: Mode) -> quarc_models::Result<ModelOutput> {
+        let h = self.stem.forward_act(x, mode, Activation::Relu)?;
+        let h = (self.block.forward_act(&h, mode, Activation::Relu)? + h)?;
+        let mut features = FeatureMap::new();
+        features.insert("block", h.clone());
+        let logits = self.fc.forward_t(&h.mean((2, 3))?, mode.train())?;
+        Ok(ModelOutput { logits, features })
+    }
+}
+
+fn factory(vars: &VarMap, qat: Option<&QatConfig>, dev: &Device) -> quarc_models::Result<Box<dyn Model>> {
+    let b = ModelBuilder::new(vars, dev).seed(7).qat(qat.cloned());
+    Ok(Box::new(b.build(ResidualNet::new)?))
+}
+
+fn experiment(dir: &std::path::Path, stop_after: Option<usize>) -> Experiment {
+    let train = fashion_mnist::bundled_subset(Split::Train).unwrap();
+    let test = fashion_mnist::bundled_subset(Split::Test).unwrap();
+    let (train, test) = (
+        train.take(&(0..400).collect::<Vec<_>>()).unwrap(),
+        test.take(&(0..200).collect::<Vec<_>>()).unwrap(),
+    );
+    let config = TrainConfig {
+        fraction: 0.25,
+        select_every: 2,
+        epochs: 3,
+        batch_size: 32,
+        eval_batch_size: 100,
+        qat: QatConfig::lsq(2, 2).unwrap(),
+        reference: ReferenceConfig {
+            checkpoint: None,
+            epochs: 1,
+            lr: 0.05,
+        },
+        stop_after,
+        seed: 5,
+        ..TrainConfig::default()
+    };
+    let coreset: Arc<CoresetFactory> = Arc::new(|labels: Vec<u32>| {
+        let c = CoresetConfig::preset("ds", 0.25, 2)?;
+        Ok(c.build(labels, 10, 5)?)
+    });
+    let cascade = Cascade::new(vec![LayerPair::same("block")], Box::new(Mse), 0.5).unwrap();
+    Experiment {
+        config,
+        train: Arc::new(train),
+        test: Arc::new(test),
+        normalize: Some(Normalize::fashion_mnist()),
+        run_dir: dir.to_path_buf(),
+        device: Device::Cpu,
+        verbose: false,
+        noise: None,
+        custom: Custom {
+            model: Some(Arc::new(factory)),
+            coreset: Some(coreset),
+            cascade: Some(Arc::new(cascade)),
+        },
+    }
+}
+
+fn tensors(path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
+    let mut v: Vec<_> = candle_core::safetensors::load(path, &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+#[test]
+fn a_user_model_trains_logs_and_resumes_bit_identically_through_the_trainer() {
+    let root = std::env::temp_dir().join(format!("quarc-custom-{}", std::process::id()));
+    let (a, b) = (root.join("straight"), root.join("resumed"));
+    let full = experiment(&a, None).run().unwrap();
+    assert!(full.finished && full.epochs_done == 3);
+    assert!(full.final_accuracy > 0.1, "{}", full.final_accuracy); // better than chance on 10 classes
+    let first = experiment(&b, Some(1)).run().unwrap();
+    assert!(!first.finished);
+    let last = experiment(&b, None).run().unwrap();
+    assert!(last.finished);
+    assert_eq!(
+        tensors(&a.join("model.safetensors")),
+        tensors(&b.join("model.safetensors"))
+    );
+    assert_eq!(full.final_accuracy, last.final_accuracy);
+    // the twin's weights moved away from the reference's, and the quantizer steps are there
+    let (reference, model) = (
+        tensors(&a.join("reference.safetensors")),
+        tensors(&a.join("model.safetensors")),
+    );
+    let w = |v: &[(String, Vec<f32>)], n: &str| v.iter().find(|(k, _)| k == n).unwrap().1.clone();
+    assert_ne!(w(&reference, "block.conv.weight"), w(&model, "block.conv.weight"));
+    assert!(model.iter().any(|(k, _)| k == "block.conv.wq.step"));
+    // log (3 lines with the user cascade's layer), the coreset's selections, the plot
+    let log = std::fs::read_to_string(b.join("log.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 3);
+    assert!(log.contains("\"clc\":[[\"block\""), "{log}");
+    let sel: Vec<usize> =
+        serde_json::from_str(&std::fs::read_to_string(b.join("selections/epoch_0.json")).unwrap()).unwrap();
+    assert_eq!(sel.len(), 100);
+    assert!(
+        std::fs::read_to_string(b.join("accuracy.svg"))
+            .unwrap()
+            .contains("<svg")
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}
