@@ -75,6 +75,16 @@ impl Normalize {
         }
     }
 
+    /// The per-channel means.
+    pub fn mean(&self) -> &[f32] {
+        &self.mean
+    }
+
+    /// The per-channel standard deviations.
+    pub fn std(&self) -> &[f32] {
+        &self.std
+    }
+
     pub(crate) fn channels(&self) -> usize {
         self.mean.len()
     }

@@ -9,6 +9,7 @@
 pub mod cifar;
 pub mod doc_section;
 pub mod protocol;
+pub mod quickstart;
 pub mod report;
 mod sweep;
 

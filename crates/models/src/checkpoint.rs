@@ -118,7 +118,7 @@ pub fn transfer(from: &VarMap, to: &VarMap) -> Result<LoadReport> {
     if std::ptr::eq(from, to) {
         return Err(Error::InvalidConfig("transfer from a VarMap into itself".into()));
     }
-    let source: HashMap<String, Tensor> = {
+    let source: std::collections::BTreeMap<String, Tensor> = {
         let data = from
             .data()
             .lock()

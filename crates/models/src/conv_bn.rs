@@ -45,21 +45,33 @@ impl ConvBn {
     /// affine of the running statistics, applied with the activation inside the conv's own pass
     /// (`QConv2d::forward_affine_act`).
     pub fn forward_act(&self, x: &Tensor, mode: Mode, act: Activation) -> Result<Tensor> {
-        let (gamma, beta) = self
-            .bn
-            .weight_and_bias()
-            .ok_or_else(|| crate::Error::InvalidConfig("ConvBn needs an affine BatchNorm".to_string()))?;
         if mode.batch_statistics() {
+            let (gamma, beta) = self.gamma_beta()?;
             let y = self.conv.forward_t(x, mode.train())?;
             let (out, stats) = quarc_kernels::batch_norm_train(&y, gamma, beta, self.bn.eps(), act)?;
             self.update_running(&stats)?;
             Ok(out)
         } else {
             // Running statistics: BatchNorm is a per-channel affine, folded into the conv's pass.
-            let scale = (gamma / (self.running_var.as_tensor().detach() + self.bn.eps())?.sqrt()?)?;
-            let shift = (beta - (self.running_mean.as_tensor().detach() * &scale)?)?;
+            let (scale, shift) = self.eval_affine()?;
             Ok(self.conv.forward_affine_act(x, &scale, &shift, act, mode.train())?)
         }
+    }
+
+    fn gamma_beta(&self) -> Result<(&Tensor, &Tensor)> {
+        self.bn
+            .weight_and_bias()
+            .ok_or_else(|| crate::Error::InvalidConfig("ConvBn needs an affine BatchNorm".to_string()))
+    }
+
+    /// Evaluation-mode BatchNorm as a per-channel affine of the conv's output:
+    /// `scale = γ / √(running_var + ε)`, `shift = β − running_mean · scale` (the conv's own bias,
+    /// if any, not included).
+    pub fn eval_affine(&self) -> Result<(Tensor, Tensor)> {
+        let (gamma, beta) = self.gamma_beta()?;
+        let scale = (gamma / (self.running_var.as_tensor().detach() + self.bn.eps())?.sqrt()?)?;
+        let shift = (beta - (self.running_mean.as_tensor().detach() * &scale)?)?;
+        Ok((scale, shift))
     }
 
     fn update_running(&self, stats: &quarc_kernels::BatchStats) -> Result<()> {

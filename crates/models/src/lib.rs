@@ -47,6 +47,7 @@ mod conv_bn;
 mod error;
 mod init;
 mod mobilenet_v2;
+pub mod onnx;
 mod resnet;
 mod small_cnn;
 
@@ -55,6 +56,7 @@ pub use conv_bn::{Activation, ConvBn, Mode};
 pub use error::{Error, Result};
 pub use init::{InitScheme, Initializer};
 pub use mobilenet_v2::MobileNetV2;
+pub use onnx::{OnnxGraph, OnnxSpec, ToOnnx, export_onnx};
 /// candle and the QAT types of this crate's signatures, so that one dependency is enough.
 pub use quarc_quant_core::{
     Calibration, CalibrationReport, FeatureMap, LayerPosition, ModelOutput, QConv2d, QLinear, QatConfig, candle_core,

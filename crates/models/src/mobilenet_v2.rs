@@ -177,3 +177,21 @@ impl Model for MobileNetV2 {
 }
 
 crate::impl_feature_module!(MobileNetV2);
+
+impl crate::ToOnnx for MobileNetV2 {
+    fn to_onnx(&self, g: &mut crate::OnnxGraph, x: &crate::onnx::Value) -> Result<crate::onnx::Value> {
+        let mut h = g.conv_bn(&self.stem, x, Activation::Relu6)?;
+        for b in &self.blocks {
+            let mut y = h.clone();
+            if let Some(e) = &b.expand {
+                y = g.conv_bn(e, &y, Activation::Relu6)?;
+            }
+            let y = g.conv_bn(&b.depthwise, &y, Activation::Relu6)?;
+            let y = g.conv_bn(&b.project, &y, Activation::Identity)?;
+            h = if b.residual { g.add(&y, &h) } else { y };
+        }
+        let h = g.conv_bn(&self.head, &h, Activation::Relu6)?;
+        let pooled = g.global_avg_pool(&h);
+        g.linear(&self.fc, &pooled)
+    }
+}

@@ -255,3 +255,22 @@ impl BlockwiseModule for ResNet {
 }
 
 crate::impl_feature_module!(ResNet);
+
+impl crate::ToOnnx for ResNet {
+    fn to_onnx(&self, g: &mut crate::OnnxGraph, x: &crate::onnx::Value) -> Result<crate::onnx::Value> {
+        let mut h = g.conv_bn(&self.stem, x, Activation::Relu)?;
+        for (_, b) in &self.blocks {
+            let y = g.conv_bn(&b.conv1, &h, Activation::Relu)?;
+            let y = g.conv_bn(&b.conv2, &y, Activation::Identity)?;
+            let s = match &b.shortcut {
+                Shortcut::Identity => h.clone(),
+                Shortcut::Projection(p) => g.conv_bn(p, &h, Activation::Identity)?,
+                Shortcut::PadZeros { extra } => g.subsample_pad_channels(&h, *extra),
+            };
+            let sum = g.add(&y, &s);
+            h = g.activation(&sum, Activation::Relu);
+        }
+        let pooled = g.global_avg_pool(&h);
+        g.linear(&self.fc, &pooled)
+    }
+}

@@ -75,3 +75,13 @@ impl Model for SmallCnn {
 }
 
 crate::impl_feature_module!(SmallCnn);
+
+impl crate::ToOnnx for SmallCnn {
+    fn to_onnx(&self, g: &mut crate::OnnxGraph, x: &crate::onnx::Value) -> Result<crate::onnx::Value> {
+        let h = g.conv_bn(&self.conv1, x, Activation::Relu)?;
+        let h = g.conv_bn(&self.conv2, &h, Activation::Relu)?;
+        let h = g.conv_bn(&self.conv3, &h, Activation::Relu)?;
+        let pooled = g.global_avg_pool(&h);
+        g.linear(&self.fc, &pooled)
+    }
+}

@@ -183,3 +183,9 @@ impl<M: Model> Model for Built<M> {
         self.model.export()
     }
 }
+
+impl<M: crate::ToOnnx> crate::ToOnnx for Built<M> {
+    fn to_onnx(&self, g: &mut crate::OnnxGraph, x: &crate::onnx::Value) -> Result<crate::onnx::Value> {
+        self.model.to_onnx(g, x)
+    }
+}
