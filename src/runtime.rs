@@ -4,11 +4,13 @@
 /// allocations stay on the heap instead of being `mmap`ped (and page-faulted) on every call.
 pub const MALLOC_TUNABLES: &str = "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=68719476736";
 
-/// On Linux with glibc, re-runs the current program with [`MALLOC_TUNABLES`] when
-/// `GLIBC_TUNABLES` is not set, and exits with its status; elsewhere, or when the variable is
-/// set (or `QUARC_NO_REEXEC` is), returns at once. Call it first thing in `main`. glibc reads
-/// the variable only at start-up, hence the re-run. Costs resident memory (freed memory is kept
-/// for reuse), measured as fewer page faults and less system time.
+/// On Linux with glibc, replaces the current program with itself run under [`MALLOC_TUNABLES`]
+/// (`exec`: the same process id, so a `kill` or a scheduler's signal reaches the run itself, and
+/// nothing is left running) when `GLIBC_TUNABLES` is not set; elsewhere, or when the variable is
+/// set (or `QUARC_NO_REEXEC` is), returns at once. Call it first thing in `main`. glibc reads the
+/// variable only at start-up, hence the `exec`. Costs resident memory (freed memory is kept for
+/// reuse), measured as fewer page faults and less system time. If the `exec` fails, the program
+/// carries on with the default allocator.
 pub fn apply_malloc_tunables() {
     if !cfg!(all(target_os = "linux", target_env = "gnu"))
         || std::env::var_os("GLIBC_TUNABLES").is_some()
@@ -17,12 +19,13 @@ pub fn apply_malloc_tunables() {
         return;
     }
     let Ok(exe) = std::env::current_exe() else { return };
-    // If the program cannot be re-run, carry on with the default allocator.
-    if let Ok(status) = std::process::Command::new(exe)
-        .args(std::env::args_os().skip(1))
-        .env("GLIBC_TUNABLES", MALLOC_TUNABLES)
-        .status()
+    #[cfg(unix)]
     {
-        std::process::exit(status.code().unwrap_or(1));
+        use std::os::unix::process::CommandExt;
+        let err = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env("GLIBC_TUNABLES", MALLOC_TUNABLES)
+            .exec(); // returns only on failure
+        eprintln!("quarc: could not re-exec with the allocator settings ({err}); carrying on without them");
     }
 }

@@ -6,6 +6,24 @@ use std::path::Path;
 
 use crate::{Error, Result};
 
+/// Flushes a directory's entries (a rename inside it) to disk, so that the renamed file survives a
+/// power loss as well as a kill. A no-op where directories cannot be opened (not Unix).
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    if cfg!(unix) {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Whether `name` is the name of one of [`atomic_write`]'s (or quarc's checkpoint writer's)
+/// temporary files: `.<file>.tmp-<pid>`. A run that was killed mid-write leaves one behind.
+pub fn is_temp_file_name(name: &str) -> bool {
+    name.starts_with('.')
+        && name
+            .rsplit_once(".tmp-")
+            .is_some_and(|(_, pid)| !pid.is_empty() && pid.chars().all(|c| c.is_ascii_digit()))
+}
+
 /// Writes `bytes` to `path` atomically.
 ///
 /// ```
@@ -36,7 +54,8 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        sync_dir(&dir)
     })();
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);

@@ -35,6 +35,6 @@ mod rng;
 
 pub use candle_core;
 pub use error::{Error, Result};
-pub use io::atomic_write;
+pub use io::{atomic_write, is_temp_file_name, sync_dir};
 pub use output::{BlockwiseModule, FeatureMap, FeatureModule, LogitsOnly, ModelOutput, Progress};
 pub use rng::{SplitMix64, mix};

@@ -18,6 +18,8 @@ pub struct LoadReport {
     pub missing: Vec<String>,
     /// File tensors the model does not have, sorted.
     pub unexpected: Vec<String>,
+    /// Tensors skipped by a lenient load, with the reason, sorted.
+    pub rejected: Vec<(String, String)>,
 }
 
 /// Saves every variable of `varmap` to a safetensors file, atomically (temp file + rename).
@@ -51,7 +53,8 @@ pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: impl AsRef<Path>) -
     let result = candle_core::safetensors::save(tensors, &tmp)
         .map_err(Error::from)
         .and_then(|_| std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(io))
-        .and_then(|_| std::fs::rename(&tmp, path).map_err(io));
+        .and_then(|_| std::fs::rename(&tmp, path).map_err(io))
+        .and_then(|_| quarc_quant_core::sync_dir(dir).map_err(io));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
@@ -59,11 +62,47 @@ pub fn save_tensors(tensors: &HashMap<String, Tensor>, path: impl AsRef<Path>) -
     result
 }
 
-/// Copies the tensors of `path` into the variables of `varmap` with the same names.
-/// A shape mismatch is an error (nothing is changed then); names only on one side are reported.
-/// Loading a full-precision checkpoint into a quantized twin is this call: the twin's quantizer
-/// variables come back as `missing`.
+/// How [`load_with`] treats what does not fit.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LoadMode {
+    /// A tensor of another dtype than its variable, a non-finite value, a negative BatchNorm
+    /// running variance, or a file of which no tensor matches the model are errors (the default).
+    #[default]
+    Strict,
+    /// The same cases are reported (`LoadReport::rejected`) and those tensors skipped; dtypes are
+    /// converted; a file that matches nothing loads nothing.
+    Lenient,
+}
+
+/// Copies the tensors of `path` into the variables of `varmap` with the same names, strictly
+/// (see [`LoadMode::Strict`]). A shape mismatch is an error (nothing is changed then); names only
+/// on one side are reported. Loading a full-precision checkpoint into a quantized twin is this
+/// call: the twin's quantizer variables come back as `missing`.
 pub fn load(varmap: &VarMap, path: impl AsRef<Path>) -> Result<LoadReport> {
+    load_with(varmap, path, LoadMode::Strict)
+}
+
+/// Why a tensor of the file cannot go into its variable, if it cannot.
+fn reject_reason(name: &str, t: &Tensor, var: &candle_core::Var) -> Result<Option<String>> {
+    if t.dtype() != var.dtype() {
+        return Ok(Some(format!(
+            "dtype {:?} in the file, {:?} in the model",
+            t.dtype(),
+            var.dtype()
+        )));
+    }
+    let v = t.to_dtype(candle_core::DType::F64)?.flatten_all()?.to_vec1::<f64>()?;
+    if v.iter().any(|x| !x.is_finite()) {
+        return Ok(Some("non-finite values".into()));
+    }
+    if name.ends_with("running_var") && v.iter().any(|&x| x < 0.0) {
+        return Ok(Some("a negative BatchNorm running variance".into()));
+    }
+    Ok(None)
+}
+
+/// [`load`] with a choice of [`LoadMode`].
+pub fn load_with(varmap: &VarMap, path: impl AsRef<Path>, mode: LoadMode) -> Result<LoadReport> {
     let path = path.as_ref();
     let device = {
         let data = varmap
@@ -75,28 +114,42 @@ pub fn load(varmap: &VarMap, path: impl AsRef<Path>) -> Result<LoadReport> {
             .map(|v| v.device().clone())
             .unwrap_or(candle_core::Device::Cpu)
     };
-    let file = candle_core::safetensors::load(path, &device).map_err(|e| Error::Checkpoint {
+    let bad = |reason: String| Error::Checkpoint {
         path: path.into(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    let file = candle_core::safetensors::load(path, &device).map_err(|e| bad(e.to_string()))?;
     let data = varmap
         .data()
         .lock()
         .map_err(|_| Error::InvalidConfig("VarMap lock poisoned".into()))?;
     let mut report = LoadReport::default();
     for (name, t) in &file {
-        match data.get(name) {
-            Some(v) if v.dims() != t.dims() => {
-                return Err(Error::CheckpointShape {
-                    path: path.into(),
-                    name: name.clone(),
-                    file: t.dims().to_vec(),
-                    model: v.dims().to_vec(),
-                });
-            }
-            Some(_) => report.loaded.push(name.clone()),
-            None => report.unexpected.push(name.clone()),
+        let Some(v) = data.get(name) else {
+            report.unexpected.push(name.clone());
+            continue;
+        };
+        if v.dims() != t.dims() {
+            return Err(Error::CheckpointShape {
+                path: path.into(),
+                name: name.clone(),
+                file: t.dims().to_vec(),
+                model: v.dims().to_vec(),
+            });
         }
+        match (reject_reason(name, t, v)?, mode) {
+            (None, _) => report.loaded.push(name.clone()),
+            (Some(r), LoadMode::Strict) => return Err(bad(format!("`{name}`: {r}"))),
+            (Some(r), LoadMode::Lenient) if r.starts_with("dtype") => report.loaded.push(name.clone()),
+            (Some(r), LoadMode::Lenient) => report.rejected.push((name.clone(), r)),
+        }
+    }
+    if mode == LoadMode::Strict && report.loaded.is_empty() && !data.is_empty() {
+        return Err(bad(format!(
+            "none of its {} tensors matches a variable of the model (file names like {:?})",
+            file.len(),
+            file.keys().take(3).collect::<Vec<_>>()
+        )));
     }
     for name in &report.loaded {
         data[name].set(&file[name].to_dtype(data[name].dtype())?)?;
@@ -105,6 +158,7 @@ pub fn load(varmap: &VarMap, path: impl AsRef<Path>) -> Result<LoadReport> {
     report.loaded.sort();
     report.missing.sort();
     report.unexpected.sort();
+    report.rejected.sort();
     Ok(report)
 }
 

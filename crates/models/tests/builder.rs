@@ -316,3 +316,70 @@ fn unsigned_input_quantizer_on_negative_inputs_is_an_error_naming_the_layer() {
     }
     let _ = DType::F32;
 }
+
+/// Strict checkpoint loading refuses what would silently corrupt a model; the lenient mode
+/// reports it instead.
+#[test]
+fn strict_loading_refuses_other_dtypes_non_finite_values_bad_statistics_and_unrelated_files() {
+    use quarc_models::checkpoint::{LoadMode, load, load_with, save_tensors};
+    use std::collections::HashMap;
+    let dev = Device::Cpu;
+    let vars = VarMap::new();
+    ModelBuilder::new(&vars, &dev).build(Net::new).unwrap();
+    let dir = std::env::temp_dir().join(format!("quarc-strict-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good: HashMap<String, Tensor> = vars
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap()))
+        .collect();
+    let cases: Vec<(&str, Box<dyn Fn(&mut HashMap<String, Tensor>)>)> = vec![
+        (
+            "dtype",
+            Box::new(|m| {
+                let t = m["fc.weight"].to_dtype(DType::F64).unwrap();
+                m.insert("fc.weight".into(), t);
+            }),
+        ),
+        (
+            "non-finite",
+            Box::new(|m| {
+                let t = (m["fc.bias"].clone() / 0.0).unwrap(); // ±inf, NaN
+                m.insert("fc.bias".into(), t);
+            }),
+        ),
+        (
+            "negative BatchNorm running variance",
+            Box::new(|m| {
+                let t = m["conv1.bn.running_var"].neg().unwrap();
+                m.insert("conv1.bn.running_var".into(), t);
+            }),
+        ),
+        (
+            "none of its",
+            Box::new(|m| {
+                let renamed: HashMap<String, Tensor> = m.drain().map(|(k, v)| (format!("other.{k}"), v)).collect();
+                *m = renamed;
+            }),
+        ),
+    ];
+    for (what, corrupt) in cases {
+        let mut tensors = good.clone();
+        corrupt(&mut tensors);
+        let path = dir.join("bad.safetensors");
+        save_tensors(&tensors, &path).unwrap();
+        let before = snapshot(&vars);
+        let e = load(&vars, &path).unwrap_err();
+        assert!(e.to_string().contains(what), "{what}: {e}");
+        assert_eq!(snapshot(&vars), before, "{what}: a refused load changed the model");
+        let lenient = load_with(&vars, &path, LoadMode::Lenient).unwrap();
+        match what {
+            "dtype" => assert!(lenient.loaded.contains(&"fc.weight".to_string())),
+            "none of its" => assert!(lenient.loaded.is_empty() && !lenient.unexpected.is_empty()),
+            _ => assert_eq!(lenient.rejected.len(), 1, "{what}: {:?}", lenient.rejected),
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

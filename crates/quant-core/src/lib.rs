@@ -88,7 +88,7 @@ pub use quantizer::{
 /// dependency is enough for a QAT loop.
 pub use quarc_base::{
     BlockwiseModule, FeatureMap, FeatureModule, LogitsOnly, ModelOutput, Progress, SplitMix64, atomic_write,
-    bridge_to_candle_error, functional, mix,
+    bridge_to_candle_error, functional, is_temp_file_name, mix, sync_dir,
 };
 pub use range::{MAX_BITS, MIN_BITS, QRange, Signedness, validate_bits};
 pub use rounding::round_half_even;

@@ -17,6 +17,14 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// Another process has the run directory open (its advisory lock is held).
+    #[error("run directory {path:?} is in use by another process: {holder}")]
+    Locked {
+        /// The run directory.
+        path: PathBuf,
+        /// What the lock file says about the holder (its process id).
+        holder: String,
+    },
     /// An I/O failure.
     #[error("i/o error on {path:?}: {source}")]
     Io {

@@ -77,6 +77,40 @@ pub fn read_jsonl<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<Vec<T>> {
     }
 }
 
+/// Reads the JSON lines of `path` like [`read_jsonl`], except that a last line without its
+/// newline that does not parse (an append cut short by a kill) is dropped; the flag says so.
+pub fn read_jsonl_repairing<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<(Vec<T>, bool)> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), false)),
+        Err(e) => {
+            return Err(Error::Io {
+                path: path.to_path_buf(),
+                source: e,
+            });
+        }
+    };
+    let (complete, tail) = match text.rfind('\n') {
+        Some(i) => (&text[..=i], &text[i + 1..]),
+        None => ("", text.as_str()),
+    };
+    let mut rows = Vec::new();
+    for line in complete.lines().filter(|l| !l.trim().is_empty()) {
+        rows.push(serde_json::from_str(line).map_err(|e| Error::Run {
+            path: path.to_path_buf(),
+            reason: format!("bad JSON line: {e}"),
+        })?);
+    }
+    let torn = !tail.trim().is_empty();
+    if torn {
+        match serde_json::from_str(tail) {
+            Ok(row) => rows.push(row),
+            Err(e) => tracing::warn!(path = %path.display(), "dropping a torn last log line ({e})"),
+        }
+    }
+    Ok((rows, torn))
+}
+
 /// Draws accuracy (%) per epoch for one or more named series into an SVG file.
 pub fn plot_accuracy(path: &Path, title: &str, series: &[(String, Vec<(usize, f64)>)]) -> Result<()> {
     plot_percent(path, title, "test accuracy (%)", series)
@@ -84,8 +118,9 @@ pub fn plot_accuracy(path: &Path, title: &str, series: &[(String, Vec<(usize, f6
 
 /// Draws fractions in [0, 1] (shown in %) per epoch for named series into an SVG file.
 pub fn plot_percent(path: &Path, title: &str, y_label: &str, series: &[(String, Vec<(usize, f64)>)]) -> Result<()> {
-    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
-        let root = SVGBackend::new(path, (720, 420)).into_drawing_area();
+    let mut svg = String::new();
+    let draw = |svg: &mut String| -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let root = SVGBackend::with_string(svg, (720, 420)).into_drawing_area();
         root.fill(&WHITE)?;
         let max_epoch = series
             .iter()
@@ -127,8 +162,9 @@ pub fn plot_percent(path: &Path, title: &str, y_label: &str, series: &[(String, 
         root.present()?;
         Ok(())
     };
-    draw().map_err(|e| Error::Run {
+    draw(&mut svg).map_err(|e| Error::Run {
         path: path.to_path_buf(),
         reason: format!("plot: {e}"),
-    })
+    })?;
+    Ok(quarc_quant_core::atomic_write(path, svg.as_bytes())?)
 }

@@ -10,7 +10,7 @@ use quarc_models::{Model, checkpoint};
 use serde::{Deserialize, Serialize};
 
 use super::progress::write_json;
-use crate::report::{EpochRecord, append_jsonl, plot_accuracy, plot_percent, read_jsonl};
+use crate::report::{EpochRecord, append_jsonl, plot_accuracy, plot_percent, read_jsonl_repairing};
 use crate::{Error, Optimizer, Result, TrainConfig};
 
 #[derive(Serialize, Deserialize)]
@@ -21,17 +21,70 @@ struct RunState {
 /// A run's directory: `config.json`, `log.jsonl`, `selections/`, per-epoch checkpoints
 /// (weights, optimiser, coreset, then `state.json` pointing at them), `accuracy.svg`, and at the
 /// end `model.safetensors`, `model.int.safetensors` and `summary.json`.
+///
+/// While a `RunDir` is open its process holds an advisory lock on `<dir>/.lock` (released when
+/// the process ends, however it ends): a second process opening the same directory gets
+/// [`Error::Locked`] naming the holder instead of writing the same files concurrently.
 #[derive(Clone, Debug)]
 pub struct RunDir {
     path: PathBuf,
+    _lock: std::sync::Arc<std::fs::File>,
+}
+
+/// Takes the run directory's lock, or names the process that holds it.
+fn lock(dir: &Path) -> Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join(".lock");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(Error::io(&path))?;
+    if let Err(e) = f.try_lock() {
+        let mut holder = String::new();
+        let _ = f.read_to_string(&mut holder);
+        return Err(Error::Locked {
+            path: dir.to_path_buf(),
+            holder: format!("{} ({e})", holder.trim()),
+        });
+    }
+    let me = format!("pid {}", std::process::id());
+    f.set_len(0).map_err(Error::io(&path))?;
+    f.rewind().map_err(Error::io(&path))?;
+    f.write_all(me.as_bytes()).map_err(Error::io(&path))?;
+    Ok(f)
+}
+
+/// Removes the temporary files of writes that a killed run left behind.
+fn remove_stale_temp_files(dir: &Path) -> Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir).map_err(Error::io(dir))?.flatten() {
+        let name = entry.file_name();
+        if quarc_quant_core::is_temp_file_name(&name.to_string_lossy()) {
+            std::fs::remove_file(entry.path()).map_err(Error::io(&entry.path()))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 impl RunDir {
     /// Opens (creating) `path` for a run of `config`: a directory holding a run of another
     /// configuration (`stop_after` aside) is an error; a new one gets `config.json`.
+    /// Takes the directory's lock first, then removes temporary files a killed run left.
     pub fn open(path: impl Into<PathBuf>, config: &TrainConfig) -> Result<Self> {
-        let dir = Self { path: path.into() };
-        std::fs::create_dir_all(dir.path.join("selections")).map_err(Error::io(&dir.path))?;
+        let path = path.into();
+        std::fs::create_dir_all(path.join("selections")).map_err(Error::io(&path))?;
+        let dir = Self {
+            _lock: std::sync::Arc::new(lock(&path)?),
+            path,
+        };
+        let removed = remove_stale_temp_files(&dir.path)?;
+        if removed > 0 {
+            tracing::info!(dir = %dir.path.display(), removed, "removed temporary files of an interrupted run");
+        }
         let config_path = dir.path.join("config.json");
         let comparable = TrainConfig {
             stop_after: None,
@@ -96,13 +149,14 @@ impl RunDir {
     }
 
     /// The logged epochs before `start`; lines of later epochs (logged by a run killed before
-    /// their checkpoint, so they run again) are dropped from the file.
+    /// their checkpoint, so they run again) are dropped from the file, and so is a last line
+    /// that a kill cut short.
     pub fn log_before(&self, start: usize) -> Result<Vec<EpochRecord>> {
         let log_path = self.path.join("log.jsonl");
-        let mut records: Vec<EpochRecord> = read_jsonl(&log_path)?;
+        let (mut records, torn): (Vec<EpochRecord>, bool) = read_jsonl_repairing(&log_path)?;
         let logged = records.len();
         records.retain(|r| r.epoch < start);
-        if records.len() != logged {
+        if records.len() != logged || torn {
             let mut text = String::new();
             for r in &records {
                 text += &serde_json::to_string(r).map_err(|e| Error::InvalidConfig(e.to_string()))?;
