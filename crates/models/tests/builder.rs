@@ -335,7 +335,8 @@ fn strict_loading_refuses_other_dtypes_non_finite_values_bad_statistics_and_unre
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap()))
         .collect();
-    let cases: Vec<(&str, Box<dyn Fn(&mut HashMap<String, Tensor>)>)> = vec![
+    type Corrupt = Box<dyn Fn(&mut HashMap<String, Tensor>)>;
+    let cases: Vec<(&str, Corrupt)> = vec![
         (
             "dtype",
             Box::new(|m| {
