@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
-use quarc_data::{Dataset, Normalize, Split, fashion_mnist};
+use quarc_data::{Normalize, Split, fashion_mnist};
 use quarc_train::*;
 
 fn experiment(dir: &Path) -> Experiment {
@@ -62,7 +62,10 @@ fn child(dir: &Path) -> std::process::Child {
         .unwrap()
 }
 
-fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
+/// Named tensors of a file, as bytes.
+type Tensors = Vec<(String, Vec<u8>)>;
+
+fn tensors(path: &Path) -> Tensors {
     let mut v: Vec<_> = candle_core::safetensors::load(path, &Device::Cpu)
         .unwrap()
         .into_iter()
@@ -81,7 +84,7 @@ fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
     v
 }
 
-fn final_files(dir: &Path) -> Vec<(String, Vec<(String, Vec<u8>)>)> {
+fn final_files(dir: &Path) -> Vec<(String, Tensors)> {
     ["model.safetensors", "optimizer-5.safetensors", "coreset-5.safetensors"]
         .iter()
         .map(|f| (f.to_string(), tensors(&dir.join(f))))
