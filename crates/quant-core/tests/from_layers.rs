@@ -59,3 +59,53 @@ fn quantized_copies_train_their_own_weights_and_leave_the_source_alone() {
         .unwrap();
     assert_ne!(trained, before[1], "the copy's weight never trained");
 }
+
+/// Conv hyper-parameters that would divide by zero or overflow are typed errors, when the layer
+/// is built and when a conv runs.
+#[test]
+fn conv_geometry_that_would_crash_is_a_typed_error() {
+    use candle_nn::Conv2dConfig;
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let store = ParamStore::new(&varmap, DType::F32, &dev);
+    let quant = QatConfig::lsq(4, 4).unwrap().layer(LayerPosition::Middle);
+    let bad = [
+        Conv2dConfig {
+            stride: 0,
+            ..Default::default()
+        },
+        Conv2dConfig {
+            dilation: 0,
+            ..Default::default()
+        },
+        Conv2dConfig {
+            padding: usize::MAX / 2,
+            ..Default::default()
+        },
+        Conv2dConfig {
+            dilation: 1 << 40,
+            ..Default::default()
+        },
+    ];
+    for (i, cfg) in bad.into_iter().enumerate() {
+        let e = QConv2d::new(3, 4, 3, cfg, false, &quant, &store.pp(format!("bad{i}"))).unwrap_err();
+        assert!(e.to_string().contains("stride"), "{e}");
+        // the same geometry handed straight to the conv op
+        let conv = Conv2d::new(Tensor::zeros((4, 3, 3, 3), DType::F32, &dev).unwrap(), None, cfg);
+        assert!(QConv2d::from_conv(&conv, &quant, &store.pp(format!("from{i}"))).is_err());
+        let params = quarc_kernels::Conv2dParams {
+            padding: cfg.padding,
+            stride: cfg.stride,
+            dilation: cfg.dilation,
+            groups: 1,
+        };
+        let x = Tensor::zeros((1, 3, 8, 8), DType::F32, &dev).unwrap();
+        let w = Tensor::zeros((4, 3, 3, 3), DType::F32, &dev).unwrap();
+        assert!(quarc_kernels::conv2d(&x, &w, &params).is_err(), "case {i}");
+    }
+    // a kernel larger than the padded input
+    let p = quarc_kernels::Conv2dParams::default();
+    let x = Tensor::zeros((1, 3, 2, 2), DType::F32, &dev).unwrap();
+    let w = Tensor::zeros((4, 3, 3, 3), DType::F32, &dev).unwrap();
+    assert!(quarc_kernels::conv2d(&x, &w, &p).is_err());
+}

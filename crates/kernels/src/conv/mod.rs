@@ -42,6 +42,59 @@ pub struct Conv2dParams {
     pub groups: usize,
 }
 
+/// The largest padding and dilation a convolution accepts: far beyond any real network, small
+/// enough that no size computed from them overflows or asks for more memory than the data has.
+pub const MAX_PAD_OR_DILATION: usize = 1 << 12;
+
+impl Conv2dParams {
+    /// Checks the hyper-parameters against an NCHW input `x` and an OIHW weight `w` before any
+    /// arithmetic on them: stride, dilation and groups positive, padding and dilation at most
+    /// [`MAX_PAD_OR_DILATION`], groups dividing the channels, the dilated kernel inside the padded
+    /// input. An error names what is wrong (candle would divide by zero on a zero stride, and a
+    /// huge padding would overflow the output size).
+    pub fn check(&self, x: &Tensor, w: &Tensor) -> candle_core::Result<()> {
+        let p = self;
+        let fail = |m: String| Err(candle_core::Error::Msg(format!("conv2d: {m}")));
+        if p.stride == 0 || p.dilation == 0 || p.groups == 0 {
+            return fail(format!(
+                "stride {}, dilation {}, groups {} must be positive",
+                p.stride, p.dilation, p.groups
+            ));
+        }
+        if p.padding > MAX_PAD_OR_DILATION || p.dilation > MAX_PAD_OR_DILATION {
+            return fail(format!(
+                "padding {} or dilation {} above {MAX_PAD_OR_DILATION}",
+                p.padding, p.dilation
+            ));
+        }
+        let (Ok((_, c, h, wd)), Ok((o, ci, kh, kw))) = (x.dims4(), w.dims4()) else {
+            return fail(format!(
+                "input {:?} and weight {:?} must both be 4-D",
+                x.dims(),
+                w.dims()
+            ));
+        };
+        if ci * p.groups != c || o % p.groups != 0 {
+            return fail(format!(
+                "{c} input channels, weight {:?}, groups {}",
+                w.dims(),
+                p.groups
+            ));
+        }
+        let (eh, ew) = (
+            p.dilation * kh.saturating_sub(1) + 1,
+            p.dilation * kw.saturating_sub(1) + 1,
+        );
+        if kh == 0 || kw == 0 || h + 2 * p.padding < eh || wd + 2 * p.padding < ew {
+            return fail(format!(
+                "padded input {h}×{wd} (+{}) smaller than the dilated kernel {eh}×{ew}",
+                p.padding
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Conv2dParams {
     fn default() -> Self {
         Self {
@@ -166,6 +219,7 @@ pub fn runs_fast_path(x: &Tensor, w: &Tensor, params: &Conv2dParams) -> bool {
 ///
 /// The backward pass skips the input gradient when `x` tracks no gradient (an image).
 pub fn conv2d(x: &Tensor, w: &Tensor, params: &Conv2dParams) -> candle_core::Result<Tensor> {
+    params.check(x, w)?;
     if runs_fast_path(x, w, params) {
         x.contiguous()?.apply_op2(&w.contiguous()?, op::Forward(*params))
     } else {
@@ -201,6 +255,7 @@ pub fn conv2d_affine_act(
     act: Activation,
     params: &Conv2dParams,
 ) -> candle_core::Result<Tensor> {
+    params.check(x, w)?;
     let c_out = w.dim(0)?;
     let affine_ok = [scale, shift]
         .iter()

@@ -226,6 +226,24 @@ impl IntegerExport {
             let numel: usize = m.weight_shape.iter().product();
             let bits = m.weight.range.bits();
             crate::validate_bits(bits).map_err(|e| corrupt(e.to_string()))?;
+            if let LayerKind::Conv2d {
+                padding,
+                stride,
+                dilation,
+                groups,
+            } = m.kind
+                && (stride == 0
+                    || dilation == 0
+                    || groups == 0
+                    || padding > quarc_kernels::MAX_PAD_OR_DILATION
+                    || dilation > quarc_kernels::MAX_PAD_OR_DILATION)
+            {
+                return Err(corrupt(format!(
+                    "layer `{n}`: conv stride {stride}, padding {padding}, dilation {dilation}, groups {groups} \
+                     (stride, dilation, groups positive; padding and dilation at most {})",
+                    quarc_kernels::MAX_PAD_OR_DILATION
+                )));
+            }
             let (channels, _) =
                 channel_layout(&m.weight_shape, m.weight.granularity).map_err(|e| corrupt(e.to_string()))?;
             let packed = raw(&format!("{n}.weight.codes"), Dtype::U8, packed_len(numel, bits))?;

@@ -44,15 +44,21 @@ impl QConv2d {
         quant: &LayerQuant,
         store: &ParamStore<'_>,
     ) -> Result<Self> {
+        let max = quarc_kernels::MAX_PAD_OR_DILATION;
         if in_channels == 0
             || out_channels == 0
             || kernel == 0
             || config.groups == 0
             || !in_channels.is_multiple_of(config.groups)
+            || config.stride == 0
+            || config.dilation == 0
+            || config.padding > max
+            || config.dilation > max
         {
             return Err(crate::Error::config(format!(
-                "conv {in_channels}→{out_channels} k{kernel} groups {}: channels must be positive and divisible by groups",
-                config.groups
+                "conv {in_channels}→{out_channels} k{kernel} stride {} padding {} dilation {} groups {}: channels, kernel, \
+                 stride and dilation must be positive, channels divisible by groups, padding and dilation at most {max}",
+                config.stride, config.padding, config.dilation, config.groups
             )));
         }
         let conv = if bias {
@@ -80,6 +86,15 @@ impl QConv2d {
 
     /// Wraps `conv`, whose tensors already live in `store`'s map.
     fn wrap(conv: Conv2d, quant: &LayerQuant, store: &ParamStore<'_>) -> Result<Self> {
+        let c = conv.config();
+        let max = quarc_kernels::MAX_PAD_OR_DILATION;
+        if c.stride == 0 || c.dilation == 0 || c.groups == 0 || c.padding > max || c.dilation > max {
+            return Err(crate::Error::config(format!(
+                "conv stride {}, padding {}, dilation {}, groups {}: stride, dilation and groups must be positive, \
+                 padding and dilation at most {max}",
+                c.stride, c.padding, c.dilation, c.groups
+            )));
+        }
         let (_, in_per_group, _, _) = conv.weight().dims4()?;
         let in_channels = in_per_group * conv.config().groups;
         let q = LayerQuantizers::build(quant, conv.weight().dims(), &[1, in_channels, 1, 1], store)?;
