@@ -182,3 +182,15 @@ fn invalid_budgets_and_inputs_are_typed_errors() {
     ));
     assert_eq!(Budget::Fraction(1.0).count(7), 7);
 }
+
+/// Class-balanced selection groups by the labels present: a label value in the billions
+/// allocates nothing extra and still balances.
+#[test]
+fn class_balanced_selection_is_not_sized_by_the_largest_label() {
+    let labels: Vec<u32> = (0..100).map(|i| if i < 50 { 1 } else { u32::MAX }).collect();
+    let scores: Vec<f32> = (0..100).map(|i| i as f32).collect();
+    let sel = ClassBalanced::new(TopK::highest())
+        .select(&scores, &labels, Budget::Fraction(0.1), &ctx(0, 0))
+        .unwrap();
+    assert_eq!(sel.indices, [45, 46, 47, 48, 49, 95, 96, 97, 98, 99]);
+}

@@ -36,22 +36,27 @@ pub fn holdout_split(data: &dyn Dataset, holdout: usize, seed: u64) -> Result<(I
             labels.len()
         )));
     }
-    let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); k];
+    // The classes that occur, in label order: memory follows the data, not the class count the
+    // data set reports.
+    let mut present: std::collections::BTreeMap<u32, Vec<usize>> = std::collections::BTreeMap::new();
     for (i, &l) in labels.iter().enumerate() {
-        let slot = by_class.get_mut(l as usize).ok_or(Error::LabelOutOfRange {
-            label: l,
-            index: i,
-            num_classes: k,
-        })?;
-        slot.push(i);
+        if l as usize >= k {
+            return Err(Error::LabelOutOfRange {
+                label: l,
+                index: i,
+                num_classes: k,
+            });
+        }
+        present.entry(l).or_default().push(i);
     }
+    let mut by_class: Vec<Vec<usize>> = present.into_values().collect();
     // Largest-remainder apportionment of `holdout` over the class counts.
     let exact: Vec<f64> = by_class
         .iter()
         .map(|c| holdout as f64 * c.len() as f64 / n as f64)
         .collect();
     let mut quota: Vec<usize> = exact.iter().map(|q| q.floor() as usize).collect();
-    let mut order: Vec<usize> = (0..k).collect();
+    let mut order: Vec<usize> = (0..by_class.len()).collect();
     order.sort_by(|&a, &b| {
         (exact[b] - exact[b].floor())
             .total_cmp(&(exact[a] - exact[a].floor()))

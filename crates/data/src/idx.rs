@@ -17,19 +17,56 @@ pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     gunzip_if_needed(raw, path)
 }
 
-pub(crate) fn gunzip_if_needed(raw: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw.as_slice())
-            .read_to_end(&mut out)
-            .map_err(|e| Error::Corrupt {
-                path: path.to_path_buf(),
-                reason: format!("bad gzip stream: {e}"),
-            })?;
-        Ok(out)
-    } else {
-        Ok(raw)
+/// Slack allowed beyond the size a file declares for itself.
+const INFLATE_SLACK: usize = 1 << 16;
+
+/// What the first bytes of an inflated stream say its whole size is: an IDX header's counts, or
+/// `None` (no IDX magic).
+fn idx_declared_size(head: &[u8]) -> Option<usize> {
+    let word = |at: usize| {
+        head.get(at..at + 4)
+            .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]) as usize)
+    };
+    match word(0)? as u32 {
+        IMAGES_MAGIC => 16usize.checked_add(word(4)?.checked_mul(word(8)?)?.checked_mul(word(12)?)?),
+        LABELS_MAGIC => 8usize.checked_add(word(4)?),
+        _ => None,
     }
+}
+
+/// Inflates a gzip stream, or returns `raw` as it is when it does not start with the gzip magic.
+/// The output is capped at the size the file declares — its IDX header's counts, else the gzip
+/// trailer's length — plus a little slack, so a small file cannot inflate into gigabytes
+/// before the size checks run.
+pub(crate) fn gunzip_if_needed(raw: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
+    }
+    let corrupt = |reason: String| Error::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bad = |e: std::io::Error| corrupt(format!("bad gzip stream: {e}"));
+    let trailer = raw
+        .len()
+        .checked_sub(4)
+        .map(|i| u32::from_le_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]]) as usize);
+    let mut decoder = flate2::read::GzDecoder::new(raw.as_slice());
+    let mut head = Vec::new();
+    (&mut decoder).take(16).read_to_end(&mut head).map_err(bad)?;
+    let declared = idx_declared_size(&head).or(trailer).unwrap_or(0);
+    let limit = declared.saturating_add(INFLATE_SLACK);
+    let mut out = head;
+    (&mut decoder)
+        .take(limit.saturating_sub(out.len()) as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(bad)?;
+    if out.len() > limit {
+        return Err(corrupt(format!(
+            "the gzip stream inflates beyond the {declared} bytes the file declares"
+        )));
+    }
+    Ok(out)
 }
 
 fn be_u32(b: &[u8], at: usize, path: &Path) -> Result<u32> {

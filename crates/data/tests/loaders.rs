@@ -179,3 +179,53 @@ fn full_fashion_mnist() {
         assert_eq!(found, PathBuf::from(fashion_mnist::DEBIAN_DIR));
     }
 }
+
+/// A gzip bomb — a valid IDX header declaring 10 images followed by megabytes of zeros that
+/// compress to almost nothing — stops inflating at the declared size and is a typed error.
+#[test]
+fn gzip_inflation_stops_at_the_size_the_header_declares() {
+    let d = dir("bomb");
+    let mut header = vec![0, 0, 8, 3];
+    for v in [10u32, 28, 28] {
+        header.extend_from_slice(&v.to_be_bytes());
+    }
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    std::io::Write::write_all(&mut enc, &header).unwrap();
+    let zeros = vec![0u8; 1 << 20];
+    for _ in 0..64 {
+        std::io::Write::write_all(&mut enc, &zeros).unwrap(); // 64 MiB of body
+    }
+    let bomb = enc.finish().unwrap();
+    assert!(bomb.len() < 1 << 20, "{}", bomb.len());
+    let (img, lab) = (d.join("img.gz"), d.join("lab"));
+    std::fs::write(&img, &bomb).unwrap();
+    let labels = toy(
+        10,
+        ImageShape {
+            channels: 1,
+            height: 28,
+            width: 28,
+        },
+        10,
+    );
+    write_idx(&labels, &d.join("unused"), &lab).unwrap();
+    let e = load_idx(&img, &lab, 10).unwrap_err();
+    assert!(e.to_string().contains("inflates beyond the 7856 bytes"), "{e}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// Class-balanced selection and the hold-out split group by the labels present: a label value
+/// (or a reported class count) in the billions costs nothing.
+#[test]
+fn huge_label_values_and_class_counts_allocate_nothing_extra() {
+    let shape = ImageShape {
+        channels: 1,
+        height: 1,
+        width: 1,
+    };
+    let labels: Vec<u32> = (0..40).map(|i| if i % 2 == 0 { 3 } else { 3_000_000_000 }).collect();
+    let ds = InMemoryDataset::new(vec![7; 40], labels, shape, 4_000_000_000).unwrap();
+    let (train, held) = holdout_split(&ds, 10, 1).unwrap();
+    assert_eq!((train.len(), held.len()), (30, 10));
+    assert_eq!(held.labels().iter().filter(|&&l| l == 3).count(), 5);
+}

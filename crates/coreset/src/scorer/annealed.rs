@@ -72,7 +72,7 @@ impl Scorer for Annealed {
         Ok(Tensor::cat(&[a, b], 1)?)
     }
     fn combine(&self, columns: &[&[f32]], labels: &[u32], p: &Progress) -> Result<Vec<f32>> {
-        let groups = split(columns, &[self.first.columns().len(), self.second.columns().len()]);
+        let groups = split(columns, &[self.first.columns().len(), self.second.columns().len()])?;
         let a = self.normalization.apply(&self.first.combine(groups[0], labels, p)?);
         let b = self.normalization.apply(&self.second.combine(groups[1], labels, p)?);
         let beta = self.schedule.beta(p) as f32;

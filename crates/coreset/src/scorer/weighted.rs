@@ -63,7 +63,7 @@ impl Scorer for WeightedSum {
         Ok(Tensor::cat(&cols, 1)?)
     }
     fn combine(&self, columns: &[&[f32]], labels: &[u32], p: &Progress) -> Result<Vec<f32>> {
-        let groups = split(columns, &self.sizes());
+        let groups = split(columns, &self.sizes())?;
         let n = columns.first().map_or(0, |c| c.len());
         let mut out = vec![0f32; n];
         for ((w, s), cols) in self.parts.iter().zip(groups) {

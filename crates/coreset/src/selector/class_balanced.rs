@@ -47,14 +47,15 @@ impl Selector for ClassBalanced {
         check_inputs(scores, labels)?;
         budget.validate(scores.len())?;
         let f = budget.fraction(scores.len());
-        let num_classes = labels.iter().max().map_or(0, |&m| m as usize + 1);
-        let mut members: Vec<Vec<usize>> = vec![Vec::new(); num_classes];
+        // Grouped by the labels that occur (in label order): memory follows the data, never the
+        // largest label value.
+        let mut by_label: std::collections::BTreeMap<u32, Vec<usize>> = std::collections::BTreeMap::new();
         for (i, &y) in labels.iter().enumerate() {
-            members[y as usize].push(i);
+            by_label.entry(y).or_default().push(i);
         }
+        let members: Vec<Vec<usize>> = by_label.into_values().collect();
         let chosen = members
             .par_iter()
-            .filter(|m| !m.is_empty())
             .map(|m| {
                 let s: Vec<f32> = m.iter().map(|&i| scores[i]).collect();
                 self.inner.choose(m, &s, Self::class_count(f, m.len()), ctx)
