@@ -184,23 +184,37 @@ pub struct BatchIter {
 fn assemble(dataset: &dyn Dataset, config: &LoaderConfig, epoch: usize, indices: Vec<usize>) -> Result<HostBatch> {
     let shape = dataset.image_shape();
     let n = shape.len();
+    if n == 0 {
+        return Err(Error::InvalidConfig(format!(
+            "the data set's image shape {shape:?} is empty"
+        )));
+    }
     let mut pixels = vec![0f32; indices.len() * n];
     pixels
         .par_chunks_mut(n)
         .zip(indices.par_iter())
         .try_for_each(|(out, &i)| -> Result<()> {
             let mut rng = SplitMix64::derive(config.seed, mix(epoch as u64) ^ mix(i as u64 ^ 0xA5A5));
-            prepare(
-                dataset.image(i)?,
-                shape,
-                config.augment,
-                config.normalize.as_ref(),
-                &mut rng,
-                out,
-            );
+            let image = dataset.image(i)?;
+            if image.len() != n {
+                // A user's data set may hand back anything: a typed error, not a panic in a worker.
+                return Err(Error::InvalidConfig(format!(
+                    "sample {i} has {} bytes, the data set's image shape {shape:?} needs {n}",
+                    image.len()
+                )));
+            }
+            prepare(image, shape, config.augment, config.normalize.as_ref(), &mut rng, out);
             Ok(())
         })?;
     let labels = indices.iter().map(|&i| dataset.label(i)).collect::<Result<Vec<_>>>()?;
+    let classes = dataset.num_classes();
+    if let Some((&i, &label)) = indices.iter().zip(&labels).find(|(_, l)| **l as usize >= classes) {
+        return Err(Error::LabelOutOfRange {
+            label,
+            index: i,
+            num_classes: classes,
+        });
+    }
     Ok(HostBatch {
         pixels,
         labels,

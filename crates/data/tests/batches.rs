@@ -185,3 +185,60 @@ fn normalisation_values_and_validation() {
     );
     assert!(BatchLoader::new(ds, LoaderConfig::eval(0, None), &Device::Cpu).is_err());
 }
+
+/// A user's data set that hands back samples of the wrong length, or labels outside its class
+/// count, gets a typed error from the loader — not a panic inside a worker thread (which would
+/// abort the process).
+#[test]
+fn a_user_dataset_with_bad_samples_is_a_typed_error_not_an_abort() {
+    use std::sync::Arc;
+    struct Bad {
+        short_at: usize,
+        label: u32,
+        pixels: Vec<u8>,
+    }
+    impl quarc_data::Dataset for Bad {
+        fn len(&self) -> usize {
+            8
+        }
+        fn num_classes(&self) -> usize {
+            2
+        }
+        fn image_shape(&self) -> quarc_data::ImageShape {
+            quarc_data::ImageShape {
+                channels: 1,
+                height: 2,
+                width: 2,
+            }
+        }
+        fn image(&self, index: usize) -> quarc_data::Result<&[u8]> {
+            Ok(if index == self.short_at {
+                &self.pixels[..1]
+            } else {
+                &self.pixels[..]
+            })
+        }
+        fn label(&self, _index: usize) -> quarc_data::Result<u32> {
+            Ok(self.label)
+        }
+    }
+    let run = |short_at: usize, label: u32| {
+        let ds = Arc::new(Bad {
+            short_at,
+            label,
+            pixels: vec![9; 4],
+        });
+        let loader =
+            quarc_data::BatchLoader::new(ds, quarc_data::LoaderConfig::eval(4, None), &candle_core::Device::Cpu)
+                .unwrap();
+        loader
+            .epoch(0, None)
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .map(|b| b.len())
+    };
+    assert_eq!(run(usize::MAX, 1).unwrap(), 2);
+    let e = run(5, 1).unwrap_err();
+    assert!(e.to_string().contains("sample 5 has 1 bytes"), "{e}");
+    assert!(run(usize::MAX, 7).is_err()); // label 7 of 2 classes
+}
