@@ -8,6 +8,7 @@
 
 pub mod cifar;
 pub mod doc_section;
+pub mod fuzz;
 pub mod protocol;
 pub mod quickstart;
 pub mod report;
