@@ -53,11 +53,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("no runs")?;
     let recommended = rows.iter().find(|r| r.1 == RECOMMENDED).ok_or("no recommended run")?;
     println!(
-        "on this subset run the best final accuracy is {} ({:.2}%); the recommended {} reached {:.2}% (one seed: \
-         differences under about a point are noise here, see docs/results.md for 3-seed tables)",
+        "on this subset run the best final accuracy is {} ({:.2}%); the recommended method ({}) reached {:.2}% (one \
+         seed: differences under about a point are noise here, see docs/results.md for 3-seed tables)",
         best.0,
         100.0 * best.2.final_accuracy,
-        recommended.0,
+        recommended.1,
         100.0 * recommended.2.final_accuracy
     );
     println!(
