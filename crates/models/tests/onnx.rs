@@ -54,6 +54,26 @@ fn normalize(x: &Tensor, mean: &[f32], std: &[f32]) -> Tensor {
 /// quarc's eval forward vs tract on the exported file: the logits agree within `tol` of the
 /// logits' scale, and the predicted classes are the same.
 fn check(model: &(impl Model + ToOnnx), x: &Tensor, mean: &[f32], std: &[f32], qat: &QatConfig, what: &str) -> f32 {
+    let (worst, same) = compare(model, x, mean, std, qat, what);
+    assert_eq!(
+        same,
+        x.dims()[0],
+        "{what}: {same} of {} images predicted alike",
+        x.dims()[0]
+    );
+    worst
+}
+
+/// The largest logit difference relative to the largest logit, and how many images got the same
+/// class from quarc's eval forward and from tract on the exported file.
+fn compare(
+    model: &(impl Model + ToOnnx),
+    x: &Tensor,
+    mean: &[f32],
+    std: &[f32],
+    qat: &QatConfig,
+    what: &str,
+) -> (f32, usize) {
     let calib = normalize(&images(99, x.dims()), mean, std);
     model.calibrate(&calib).unwrap();
     let (_, c, h, w) = x.dims4().unwrap();
@@ -75,18 +95,18 @@ fn check(model: &(impl Model + ToOnnx), x: &Tensor, mean: &[f32], std: &[f32], q
         .unwrap();
     let theirs = run_tract(&bytes, x);
     let scale = ours.iter().flatten().fold(0f32, |m, v| m.max(v.abs())).max(1e-3);
-    let mut worst = 0f32;
-    for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-        assert_eq!(
-            argmax(a),
-            argmax(b),
-            "{what}: image {i} predicted differently: {a:?} vs {b:?}"
-        );
+    let (mut worst, mut same) = (0f32, 0);
+    for (a, b) in ours.iter().zip(&theirs) {
+        same += usize::from(argmax(a) == argmax(b));
         for (p, q) in a.iter().zip(b) {
             worst = worst.max((p - q).abs() / scale);
         }
     }
-    worst
+    println!(
+        "{what}: {same} of {} alike, max |Δ logit| / max |logit| = {worst:.2e}",
+        ours.len()
+    );
+    (worst, same)
 }
 
 fn w_a(bits: (u32, u32), per_channel: bool) -> QatConfig {
@@ -103,8 +123,8 @@ fn w_a(bits: (u32, u32), per_channel: bool) -> QatConfig {
 fn twin<M: Model>(build: impl Fn(&VarMap, Option<QatConfig>) -> M, qat: &QatConfig, x: &Tensor) -> M {
     let (fp_vars, q_vars) = (VarMap::new(), VarMap::new());
     let fp = build(&fp_vars, None);
-    for _ in 0..3 {
-        fp.forward_mode(x, Mode::Train).unwrap(); // running statistics away from 0 / 1
+    for _ in 0..30 {
+        fp.forward_mode(x, Mode::Train).unwrap(); // running statistics of this data, as after training
     }
     let q = build(&q_vars, Some(qat.clone()));
     checkpoint::transfer(&fp_vars, &q_vars).unwrap();
@@ -164,6 +184,37 @@ fn resnet20_w4a4_runs_in_tract_like_in_quarc() {
     let worst = check(&m, &data, &CIFAR.0, &CIFAR.1, &qat, "ResNet-20 W4A4");
     println!("ResNet-20 W4A4: {worst:.2e}");
     assert!(worst < TOLERANCE, "{worst}");
+}
+
+/// ResNet-18: projection shortcuts (1×1 conv + BatchNorm) and 11 M parameters.
+#[test]
+fn resnet18_w4a4_runs_in_tract_like_in_quarc() {
+    let dev = Device::Cpu;
+    let data = images(8, &[2, 3, 32, 32]);
+    let qat = w_a((4, 4), false);
+    let x = normalize(&data, &CIFAR.0, &CIFAR.1);
+    let m = twin(|v, q| ResNet::resnet18(v, q, 10, 4, &dev).unwrap(), &qat, &x);
+    let worst = check(&m, &data, &CIFAR.0, &CIFAR.1, &qat, "ResNet-18 W4A4");
+    assert!(worst < TOLERANCE, "{worst}");
+}
+
+/// 8-bit grids are 16–64 times finer than 4- and 2-bit ones, so the ±1 LSB flips described at
+/// [`TOLERANCE`] happen that much more often (measured on these 64 images, per tensor: 1.7e-4 of
+/// the largest logit); the export is the same QCDQ form, so the bound is looser here and nearly
+/// every class must agree.
+#[test]
+fn small_cnn_w8a8_runs_in_tract_within_a_few_lsb() {
+    let dev = Device::Cpu;
+    let data = fmnist_images();
+    for per_channel in [false, true] {
+        let qat = w_a((8, 8), per_channel);
+        let x = normalize(&data, &FMNIST.0, &FMNIST.1);
+        let m = twin(|v, q| SmallCnn::new(v, q, 10, 1, &dev).unwrap(), &qat, &x);
+        let what = format!("SmallCnn W8A8 per-channel {per_channel}");
+        let (worst, same) = compare(&m, &data, &FMNIST.0, &FMNIST.1, &qat, &what);
+        assert!(worst < 1e-2, "{what}: {worst}");
+        assert!(same >= 62, "{what}: {same} of 64");
+    }
 }
 
 #[test]

@@ -10,6 +10,9 @@ use quarc_quant_core::{Granularity, QConv2d, QLinear, Quantizer};
 use super::proto::{Attr, Node, TensorData};
 use crate::{Activation, ConvBn, Error, Result};
 
+/// A weight in the graph, what quantized it, and the output-channel signs still to apply.
+type WeightValue = (Value, Option<(&'static str, u32)>, Option<Vec<f32>>);
+
 /// A tensor of the graph being built.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Value(pub(crate) String);
@@ -184,13 +187,10 @@ impl OnnxGraph {
 
     /// The weight as a graph value: int8 codes + `DequantizeLinear` (per output channel when the
     /// grid is per channel or `out_scale` is given), or float. `out_scale` (the folded BatchNorm
-    /// multiplier) is absorbed into the dequantization scale; its sign goes into the codes.
-    fn weight(
-        &mut self,
-        w: &Tensor,
-        q: &dyn Quantizer,
-        out_scale: Option<&[f32]>,
-    ) -> Result<(Value, Option<(&'static str, u32)>)> {
+    /// multiplier) is absorbed into the dequantization scale; its sign goes into the codes — except
+    /// on an 8-bit signed grid, whose code −128 has no positive twin in int8: then the signs come
+    /// back (third value) for a `Mul` after the conv.
+    fn weight(&mut self, w: &Tensor, q: &dyn Quantizer, out_scale: Option<&[f32]>) -> Result<WeightValue> {
         let dims = w.dims().to_vec();
         let out_c = dims[0];
         let per_out = dims.iter().skip(1).product::<usize>();
@@ -201,7 +201,7 @@ impl OnnxGraph {
                     chunk.iter_mut().for_each(|x| *x *= k[c]);
                 }
             }
-            return Ok((Value(self.f32_const("weight", &dims, &v)), None));
+            return Ok((Value(self.f32_const("weight", &dims, &v)), None, None));
         };
         let codes = IntegerTensor::quantize(w, &qp)?;
         if codes.offset.is_some() {
@@ -211,18 +211,23 @@ impl OnnxGraph {
         }
         let base = |c: usize| codes.scale[if codes.scale.len() == 1 { 0 } else { c }];
         let mut int8: Vec<i8> = codes.codes.iter().map(|&c| c as i8).collect();
+        let negate_codes = qp.range.qn() > i8::MIN as i32;
+        let mut signs = vec![1f32; out_c];
         let scale: Vec<f32> = match out_scale {
             None if codes.scale.len() == 1 => codes.scale.clone(),
             _ => (0..out_c)
                 .map(|c| {
                     let k = out_scale.map_or(1.0, |k| k[c]);
-                    if k < 0.0 {
+                    if k < 0.0 && negate_codes {
                         int8[c * per_out..(c + 1) * per_out].iter_mut().for_each(|x| *x = -*x);
+                    } else if k < 0.0 {
+                        signs[c] = -1.0;
                     }
                     base(c) * k.abs()
                 })
                 .collect(),
         };
+        let signs = signs.contains(&-1.0).then_some(signs);
         let sdims: Vec<usize> = if scale.len() == 1 { vec![] } else { vec![scale.len()] };
         let c = self.constant(TensorData::i8("wcodes", &dims, &int8));
         let s = self.f32_const("wscale", &sdims, &scale);
@@ -233,25 +238,29 @@ impl OnnxGraph {
             vec![("axis", Attr::Int(0))]
         };
         let dq = self.node("DequantizeLinear", vec![c, s, zp], attrs);
-        Ok((dq, Some((q.kind(), qp.range.bits()))))
+        Ok((dq, Some((q.kind(), qp.range.bits())), signs))
     }
 
     fn conv_node(&mut self, layer: &QConv2d, x: &Value, out_scale: Option<&[f32]>, bias: Vec<f32>) -> Result<Value> {
         let (xq, input) = self.quantize_input(x, layer.activation_quantizer(), 4)?;
-        let (w, weight) = self.weight(layer.conv().weight(), layer.weight_quantizer(), out_scale)?;
+        let (w, weight, signs) = self.weight(layer.conv().weight(), layer.weight_quantizer(), out_scale)?;
         let cfg = *layer.conv().config();
         let k = layer.conv().weight().dims()[2] as i64;
         let pair = |v: usize| Attr::Ints(vec![v as i64, v as i64]);
         let p = cfg.padding as i64;
-        let b = self.f32_const("bias", &[bias.len()], &bias);
         self.layers.push(OnnxLayer {
             name: layer.name().to_string(),
             weight,
             input,
         });
-        Ok(self.node(
+        let c = bias.len();
+        let mut inputs = vec![xq.0, w.0];
+        if signs.is_none() {
+            inputs.push(self.f32_const("bias", &[c], &bias));
+        }
+        let y = self.node(
             "Conv",
-            vec![xq.0, w.0, b],
+            inputs,
             vec![
                 ("kernel_shape", Attr::Ints(vec![k, k])),
                 ("pads", Attr::Ints(vec![p, p, p, p])),
@@ -259,7 +268,12 @@ impl OnnxGraph {
                 ("dilations", pair(cfg.dilation)),
                 ("group", Attr::Int(cfg.groups as i64)),
             ],
-        ))
+        );
+        let Some(signs) = signs else { return Ok(y) };
+        let sc = self.f32_const("sign", &[1, c, 1, 1], &signs);
+        let b = self.f32_const("bias", &[1, c, 1, 1], &bias);
+        let flipped = self.node("Mul", vec![y.0, sc], vec![]);
+        Ok(self.node("Add", vec![flipped.0, b], vec![]))
     }
 
     /// A quantized conv without BatchNorm.
@@ -289,7 +303,7 @@ impl OnnxGraph {
     /// A quantized fully connected layer on an N×F input.
     pub fn linear(&mut self, layer: &QLinear, x: &Value) -> Result<Value> {
         let (xq, input) = self.quantize_input(x, layer.activation_quantizer(), 2)?;
-        let (w, weight) = self.weight(layer.linear().weight(), layer.weight_quantizer(), None)?;
+        let (w, weight, _) = self.weight(layer.linear().weight(), layer.weight_quantizer(), None)?;
         let out = layer.linear().weight().dims()[0];
         let bias = match layer.linear().bias() {
             Some(b) => f32s(b)?,
