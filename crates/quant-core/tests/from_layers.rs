@@ -109,3 +109,41 @@ fn conv_geometry_that_would_crash_is_a_typed_error() {
     let w = Tensor::zeros((4, 3, 3, 3), DType::F32, &dev).unwrap();
     assert!(quarc_kernels::conv2d(&x, &w, &p).is_err());
 }
+
+/// An integer export whose conv geometry was tampered with (stride 0) is refused at load, not
+/// run into a division by zero.
+#[test]
+fn an_export_with_a_zero_stride_is_refused_at_load() {
+    use candle_nn::Conv2dConfig;
+    use quarc_quant_core::export::{IntegerExport, export_conv2d};
+    let dev = Device::Cpu;
+    let varmap = VarMap::new();
+    let store = ParamStore::new(&varmap, DType::F32, &dev);
+    let quant = QatConfig::lsq(4, 4).unwrap().layer(LayerPosition::Middle);
+    let cfg = Conv2dConfig {
+        padding: 1,
+        ..Default::default()
+    };
+    let conv = QConv2d::new(3, 4, 3, cfg, false, &quant, &store.pp("c")).unwrap();
+    conv.calibrate(&Tensor::rand(0f32, 1.0, (2, 3, 6, 6), &dev).unwrap())
+        .unwrap();
+    let export = IntegerExport {
+        layers: vec![export_conv2d("c", &conv, None).unwrap()],
+        config: None,
+    };
+    let path = std::env::temp_dir().join(format!("quarc-stride0-{}.safetensors", std::process::id()));
+    export.save(&path).unwrap();
+    assert!(IntegerExport::load(&path).is_ok());
+    let bytes = std::fs::read(&path).unwrap();
+    let key = b"stride\\\":1"; // `stride\":1` inside the escaped layer metadata
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("stride in the header");
+    let mut tampered = bytes.clone();
+    tampered[at + key.len() - 1] = b'0';
+    std::fs::write(&path, &tampered).unwrap();
+    let e = IntegerExport::load(&path).unwrap_err();
+    assert!(e.to_string().contains("stride 0"), "{e}");
+    std::fs::remove_file(&path).unwrap();
+}
