@@ -1,7 +1,11 @@
 //! A user's own model (defined here, not in quarc-models) through the trainer, with a coreset
 //! and a layer correction the user built: logs, plots, checkpoints and a bit-identical resume.
 
+mod common;
+
 use std::sync::Arc;
+
+use common::tensors;
 
 use candle_core::{Device, Tensor};
 use candle_nn::VarMap;
@@ -90,16 +94,6 @@ fn experiment(dir: &std::path::Path, stop_after: Option<usize>) -> Experiment {
     }
 }
 
-fn tensors(path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
-    let mut v: Vec<_> = candle_core::safetensors::load(path, &Device::Cpu)
-        .unwrap()
-        .into_iter()
-        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
 #[test]
 fn a_user_model_trains_logs_and_resumes_bit_identically_through_the_trainer() {
     let root = std::env::temp_dir().join(format!("quarc-custom-{}", std::process::id()));
@@ -121,7 +115,7 @@ fn a_user_model_trains_logs_and_resumes_bit_identically_through_the_trainer() {
         tensors(&a.join("reference.safetensors")),
         tensors(&a.join("model.safetensors")),
     );
-    let w = |v: &[(String, Vec<f32>)], n: &str| v.iter().find(|(k, _)| k == n).unwrap().1.clone();
+    let w = |v: &common::Tensors, n: &str| v.iter().find(|(k, _)| k == n).unwrap().1.clone();
     assert_ne!(w(&reference, "block.conv.weight"), w(&model, "block.conv.weight"));
     assert!(model.iter().any(|(k, _)| k == "block.conv.wq.step"));
     // log (3 lines with the user cascade's layer), the coreset's selections, the plot

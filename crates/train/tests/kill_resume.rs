@@ -5,6 +5,8 @@
 //! The test binary runs the training itself in a child process (`QUARC_KILL_CHILD=<dir>`), so
 //! the kill hits a real process at an arbitrary instruction.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +14,8 @@ use std::time::{Duration, Instant};
 use candle_core::Device;
 use quarc_data::{Normalize, Split, fashion_mnist};
 use quarc_train::*;
+
+use common::tensors;
 
 fn experiment(dir: &Path) -> Experiment {
     let train = fashion_mnist::bundled_subset(Split::Train).unwrap();
@@ -62,29 +66,7 @@ fn child(dir: &Path) -> std::process::Child {
         .unwrap()
 }
 
-/// Named tensors of a file, as bytes.
-type Tensors = Vec<(String, Vec<u8>)>;
-
-fn tensors(path: &Path) -> Tensors {
-    let mut v: Vec<_> = candle_core::safetensors::load(path, &Device::Cpu)
-        .unwrap()
-        .into_iter()
-        .map(|(k, t)| {
-            let bytes = t
-                .flatten_all()
-                .unwrap()
-                .to_dtype(candle_core::DType::F64)
-                .unwrap()
-                .to_vec1::<f64>()
-                .unwrap();
-            (k, bytes.iter().flat_map(|x| x.to_le_bytes()).collect())
-        })
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
-fn final_files(dir: &Path) -> Vec<(String, Tensors)> {
+fn final_files(dir: &Path) -> Vec<(String, common::Tensors)> {
     ["model.safetensors", "optimizer-5.safetensors", "coreset-5.safetensors"]
         .iter()
         .map(|f| (f.to_string(), tensors(&dir.join(f))))

@@ -1,7 +1,11 @@
 //! A run stopped mid-way and resumed gives bit-identical weights and coreset (CPU), on a tiny
 //! slice of the bundled Fashion-MNIST subset. Also checks the run directory's files.
 
+mod common;
+
 use std::sync::Arc;
+
+use common::tensors;
 
 use candle_core::Device;
 use quarc_data::{Dataset, Normalize, Split, fashion_mnist};
@@ -60,16 +64,6 @@ fn experiment(dir: &std::path::Path, stop_after: Option<usize>) -> Experiment {
         noise: Some((0..300).map(|i| i % 7 == 0).collect()),
         custom: Default::default(),
     }
-}
-
-fn tensors(path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
-    let mut v: Vec<_> = candle_core::safetensors::load(path, &Device::Cpu)
-        .unwrap()
-        .into_iter()
-        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
-        .collect();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
 }
 
 #[test]

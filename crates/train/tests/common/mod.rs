@@ -1,0 +1,21 @@
+//! Helpers shared by the trainer's integration tests.
+
+use std::path::Path;
+
+/// Named tensors of a file.
+pub type Tensors = Vec<(String, Vec<f64>)>;
+
+/// The tensors of a safetensors file by name, sorted, as f64 (exact for f32 and u32 values, so
+/// equal lists mean bit-identical tensors).
+pub fn tensors(path: &Path) -> Tensors {
+    let mut v: Vec<_> = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(k, t)| {
+            let flat = t.flatten_all().unwrap().to_dtype(candle_core::DType::F64).unwrap();
+            (k, flat.to_vec1::<f64>().unwrap())
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
