@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Parser;
-use quarc::coreset::{BetaSchedule, Normalization};
+use quarc::coreset::{BetaSchedule, CandidatePool, Normalization};
 use quarc::data::{Dataset, Normalize, Split, fashion_mnist, holdout_split};
 use quarc::train::report::read_jsonl;
 use quarc::train::{Experiment, ReferenceConfig, TrainConfig};
@@ -104,9 +104,7 @@ const VARIANTS: &[Variant] = &[
     ("quarc+ccs", "quarc+ccs", "QuaRC score with CCS selection", |_| {}),
     ("quarc+clc", "quarc+clc", "QuaRC + CLC on conv2, conv3 (β = 1)", |_| {}),
     ("quarc+clc-beta0.1", "quarc+clc", "CLC β = 0.1", |c| {
-        if let Some(clc) = c.objective.clc.as_mut() {
-            clc.beta = 0.1
-        }
+        set_clc_beta(c, 0.1)
     }),
     ("quarc+clc-conv3", "quarc+clc", "CLC on conv3 only", |c| {
         if let Some(clc) = c.objective.clc.as_mut() {
@@ -123,7 +121,55 @@ const VARIANTS: &[Variant] = &[
     ("rs2-kd", "rs2", "RS2, KD only (CE weight 0)", kd_only),
     ("acs-kd", "acs", "ACS top-k, KD only (CE weight 0)", kd_only),
     ("acs+ccs-kd", "acs+ccs", "ACS + CCS, KD only (CE weight 0)", kd_only),
+    ("evs", "evs", "EVS top-k", |_| {}),
+    ("evs+ccs", "evs+ccs", "EVS with CCS selection", |_| {}),
+    ("ds", "ds", "DS top-k", |_| {}),
+    ("res", "res", "RES top-k", |_| {}),
+    ("res+ccs", "res+ccs", "RES with CCS selection", |_| {}),
+    (
+        "acs+ccs-once",
+        "acs+ccs",
+        "ACS + CCS selected once, before epoch 0",
+        |c| c.select_every = c.epochs,
+    ),
+    (
+        "quarc+clc-beta0",
+        "quarc+clc",
+        "CLC β = 0 (logged, not trained on)",
+        |c| set_clc_beta(c, 0.0),
+    ),
+    ("quarc+clc-beta10", "quarc+clc", "CLC β = 10", |c| {
+        set_clc_beta(c, 10.0)
+    }),
+    ("quarc+clc-beta30", "quarc+clc", "CLC β = 30", |c| {
+        set_clc_beta(c, 30.0)
+    }),
+    (
+        "acs+ccs-pool10",
+        "acs+ccs",
+        "ACS + CCS scoring a fresh random pool of 10× the budget",
+        |c| c.candidate_pool = Some(CandidatePool { multiple: 10.0 }),
+    ),
+    (
+        "acs+ccs-pool5",
+        "acs+ccs",
+        "ACS + CCS scoring a fresh random pool of 5× the budget",
+        |c| c.candidate_pool = Some(CandidatePool { multiple: 5.0 }),
+    ),
+    (
+        "acs-pool10",
+        "acs",
+        "ACS top-k from a fresh random pool of 10× the budget",
+        |c| c.candidate_pool = Some(CandidatePool { multiple: 10.0 }),
+    ),
 ];
+
+/// Sets the CLC weight β (a no-op without CLC).
+fn set_clc_beta(c: &mut TrainConfig, beta: f64) {
+    if let Some(clc) = c.objective.clc.as_mut() {
+        clc.beta = beta
+    }
+}
 
 /// The objective without hard-label cross-entropy: distillation from the FP reference only.
 fn kd_only(c: &mut TrainConfig) {

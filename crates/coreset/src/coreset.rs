@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::state::{Reader, f32_raw, read_bytes, u32_raw, write};
 use crate::{
-    Budget, Error, Needs, Result, ScoreInput, ScoreTable, Scorer, SelectContext, Selection, SelectionSchedule,
-    Selector, StateRecord,
+    Budget, CandidatePool, Error, Needs, Result, ScoreInput, ScoreTable, Scorer, SelectContext, Selection,
+    SelectionSchedule, Selector, StateRecord,
 };
 
 /// What happened at one selection, for reports (selection cost against training cost).
@@ -32,6 +32,10 @@ pub struct SelectionRecord {
     pub scoring_secs: f64,
     /// Seconds spent combining scores and selecting.
     pub selection_secs: f64,
+    /// Samples scored for this selection: the candidate pool's size, or the data set's
+    /// (0 for a selection without a scoring pass).
+    #[serde(default)]
+    pub scored: usize,
 }
 
 /// Ties a [`Scorer`], a [`Selector`], a [`SelectionSchedule`] and a [`Budget`] together.
@@ -49,6 +53,10 @@ pub struct Coreset {
     labels: Vec<u32>,
     num_classes: usize,
     table: Option<ScoreTable>,
+    pool: Option<CandidatePool>,
+    /// The pass's candidates (sorted dataset indices) and each dataset index's row in the
+    /// table (`usize::MAX` outside the pool), when a pool is in force.
+    candidates: Option<(Vec<usize>, Vec<usize>)>,
     pass: Option<(Progress, Instant, f64)>,
     current: Option<Selection>,
     history: Vec<SelectionRecord>,
@@ -84,10 +92,33 @@ impl Coreset {
             labels,
             num_classes,
             table: None,
+            pool: None,
+            candidates: None,
             pass: None,
             current: None,
             history: Vec::new(),
         })
+    }
+
+    /// Scores only a fresh random candidate pool at each selection (see [`CandidatePool`]).
+    /// Errors for a scorer whose combination needs every sample of the pass
+    /// ([`Needs::whole_pass`]).
+    pub fn with_candidate_pool(mut self, pool: CandidatePool) -> Result<Self> {
+        pool.validate()?;
+        if self.needs().whole_pass {
+            return Err(Error::InvalidConfig(format!(
+                "scorer `{}` combines over every sample of a pass and cannot score a candidate pool",
+                self.scorer.name()
+            )));
+        }
+        self.pool = Some(pool);
+        Ok(self)
+    }
+
+    /// The dataset indices the current scoring pass must feed (sorted), or `None` for all of
+    /// them.
+    pub fn scoring_indices(&self) -> Option<&[usize]> {
+        self.candidates.as_ref().map(|(c, _)| c.as_slice())
     }
 
     /// What the scorer needs from the loop.
@@ -105,12 +136,42 @@ impl Coreset {
         self.schedule.is_selection_epoch(epoch) || self.current.is_none()
     }
 
-    /// Starts a scoring pass at `progress`.
+    /// Starts a scoring pass at `progress`; with a candidate pool, draws the pool the pass
+    /// must feed ([`Coreset::scoring_indices`]).
     pub fn begin_scoring(&mut self, progress: Progress) -> Result<()> {
-        self.table = Some(ScoreTable::new(self.labels.len(), self.scorer.columns())?);
+        self.start_pass(progress, true)
+    }
+
+    fn start_pass(&mut self, progress: Progress, pooled: bool) -> Result<()> {
+        self.candidates = match (pooled, self.pool) {
+            (true, Some(pool)) => pool
+                .draw(&self.labels, self.budget, self.seed, progress.epoch)?
+                .map(|c| {
+                    let mut row = vec![usize::MAX; self.labels.len()];
+                    c.iter().enumerate().for_each(|(r, &i)| row[i] = r);
+                    (c, row)
+                }),
+            _ => None,
+        };
+        let rows = self.scoring_indices().map_or(self.labels.len(), <[usize]>::len);
+        self.table = Some(ScoreTable::new(rows, self.scorer.columns())?);
         self.pass = Some((progress, Instant::now(), 0.0));
-        tracing::debug!(epoch = progress.epoch, samples = self.labels.len(), scorer = %self.scorer.name(), "scoring pass started");
+        tracing::debug!(epoch = progress.epoch, samples = rows, scorer = %self.scorer.name(), "scoring pass started");
         Ok(())
+    }
+
+    /// The table rows of `indices`: the indices themselves, or their pool positions.
+    fn rows_of(&self, indices: &[usize]) -> Result<Vec<usize>> {
+        let Some((_, row)) = &self.candidates else {
+            return Ok(indices.to_vec());
+        };
+        indices
+            .iter()
+            .map(|&i| match row.get(i) {
+                Some(&r) if r != usize::MAX => Ok(r),
+                _ => Err(Error::NotInPool { index: i }),
+            })
+            .collect()
     }
 
     /// Scores one batch of the pass.
@@ -135,10 +196,8 @@ impl Coreset {
             });
         }
         let flat = scores.flatten_all()?.to_vec1::<f32>()?;
-        self.table
-            .as_mut()
-            .ok_or(Error::NoScores)?
-            .record(input.indices, &flat)?;
+        let rows = self.rows_of(input.indices)?;
+        self.table.as_mut().ok_or(Error::NoScores)?.record(&rows, &flat)?;
         self.pass = Some((progress, started, started.elapsed().as_secs_f64()));
         Ok(())
     }
@@ -153,7 +212,7 @@ impl Coreset {
                 what: "a scoring pass over the data set (its scores read model outputs)".into(),
             });
         }
-        self.begin_scoring(progress)?;
+        self.start_pass(progress, false)?;
         let indices: Vec<usize> = (0..self.labels.len()).collect();
         let scores = self
             .scorer
@@ -163,7 +222,11 @@ impl Coreset {
                 what: "scores by index (needs() says index_only, but score_indices gave none)".into(),
             })?;
         self.table.as_mut().ok_or(Error::NoScores)?.record(&indices, &scores)?;
-        self.select()
+        self.select()?;
+        if let Some(r) = self.history.last_mut() {
+            r.scored = 0; // no forward pass ran
+        }
+        self.current.as_ref().ok_or(Error::NoScores)
     }
 
     /// Passes a training batch to scorers that observe training (forgetting).
@@ -175,17 +238,21 @@ impl Coreset {
         Ok(())
     }
 
-    /// Ends the pass: combines the scores, selects, records, and returns the subset.
+    /// Ends the pass: combines the scores, selects, records, and returns the subset. With a
+    /// candidate pool the selector sees the pool alone, with the budget's share of each class.
     pub fn select(&mut self) -> Result<&Selection> {
         let (progress, _, scoring_secs) = self.pass.ok_or(Error::NoScores)?;
         let table = self.table.as_ref().ok_or(Error::NoScores)?;
         table.ensure_complete()?;
         let t0 = Instant::now();
-        let scores = self.scorer.combine(&table.columns(), &self.labels, &progress)?;
-        if scores.len() != self.labels.len() {
+        let candidates = self.scoring_indices();
+        let pool_labels: Option<Vec<u32>> = candidates.map(|c| c.iter().map(|&i| self.labels[i]).collect());
+        let labels = pool_labels.as_deref().unwrap_or(&self.labels);
+        let scores = self.scorer.combine(&table.columns(), labels, &progress)?;
+        if scores.len() != labels.len() {
             return Err(Error::ShapeMismatch {
                 context: "combined scores".into(),
-                expected: vec![self.labels.len()],
+                expected: vec![labels.len()],
                 got: vec![scores.len()],
             });
         }
@@ -193,7 +260,16 @@ impl Coreset {
             seed: self.seed,
             epoch: progress.epoch,
         };
-        let selection = self.selector.select(&scores, &self.labels, self.budget, &ctx)?;
+        let selection = match (candidates, self.pool) {
+            (Some(c), Some(pool)) => {
+                let budget = pool.budget_within(self.budget, self.labels.len(), c.len());
+                let local = self.selector.select(&scores, labels, budget, &ctx)?;
+                Selection {
+                    indices: local.indices.iter().map(|&r| c[r]).collect(),
+                }
+            }
+            _ => self.selector.select(&scores, labels, self.budget, &ctx)?,
+        };
         self.history.push(SelectionRecord {
             epoch: progress.epoch,
             mixing_weights: self.scorer.mixing_weights(&progress),
@@ -201,13 +277,16 @@ impl Coreset {
             indices: selection.indices.clone(),
             scoring_secs,
             selection_secs: t0.elapsed().as_secs_f64(),
+            scored: table.num_samples(),
         });
         self.pass = None;
+        self.candidates = None;
         if let Some(r) = self.history.last() {
             tracing::info!(
                 epoch = r.epoch,
                 size = r.size,
                 of = self.labels.len(),
+                scored = r.scored,
                 scoring_secs = r.scoring_secs,
                 selection_secs = r.selection_secs,
                 mixing = ?r.mixing_weights,

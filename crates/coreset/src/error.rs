@@ -28,6 +28,12 @@ pub enum Error {
         /// The data set size.
         num_samples: usize,
     },
+    /// A sample fed to a pass that scores a candidate pool it is not part of.
+    #[error("sample {index} is not in this pass's candidate pool (feed `Coreset::scoring_indices` only)")]
+    NotInPool {
+        /// The index.
+        index: usize,
+    },
     /// A sample scored twice in one pass (or present in two merged shards).
     #[error("sample {index} was scored twice in one pass")]
     DuplicateIndex {

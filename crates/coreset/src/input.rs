@@ -108,6 +108,9 @@ pub struct Needs {
     /// The scores depend on the dataset index and the progress alone (no model output), so a
     /// selection needs no scoring pass: [`crate::Coreset::select_without_pass`].
     pub index_only: bool,
+    /// The combination reads every sample of a pass by dataset index (moderate's class
+    /// medians), so the scorer cannot score a candidate pool.
+    pub whole_pass: bool,
 }
 
 impl Needs {
@@ -119,6 +122,7 @@ impl Needs {
             labels: self.labels || other.labels,
             observe_training: self.observe_training || other.observe_training,
             index_only: self.index_only && other.index_only,
+            whole_pass: self.whole_pass || other.whole_pass,
         }
     }
 }

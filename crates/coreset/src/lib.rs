@@ -82,6 +82,7 @@ mod coreset;
 mod diagnostics;
 mod error;
 mod input;
+mod pool;
 mod schedule;
 pub mod scorer;
 pub mod selector;
@@ -93,6 +94,7 @@ pub use coreset::{Coreset, SelectionRecord};
 pub use diagnostics::NoiseDiagnostics;
 pub use error::{Error, Result};
 pub use input::{Needs, ScoreInput};
+pub use pool::CandidatePool;
 /// The shared types of this crate's signatures, and candle itself, so that one dependency is enough.
 pub use quarc_base::{FeatureMap, ModelOutput, Progress, SplitMix64, candle_core};
 pub use schedule::SelectionSchedule;

@@ -1,18 +1,26 @@
 //! Named experiment protocols: the exact configurations behind the tables in docs/results.md,
 //! so the table, the robustness and the tuning examples cannot drift apart.
 
+use quarc_coreset::CandidatePool;
 use quarc_correction::SoftmaxAxis;
 
 use quarc_train::{ClcConfig, ClcLoss, Method, ObjectiveConfig, ReferenceConfig, Result, SelectorKind, TrainConfig};
+
+/// The method suffixes [`fmnist_w2a2`] accepts.
+pub const SUFFIXES: [&str; 3] = ["clc", "ccs", "pool"];
+
+/// The candidate pool of `+pool`, as a multiple of the budget.
+pub const POOL_MULTIPLE: f64 = 10.0;
 
 /// The FMNIST-W2A2 protocol (docs/results.md) for one method spec: `SmallCnn`, LSQ W2A2 on the
 /// middle layers, KD (T = 1) + CE, SGD momentum 0.9, cosine LR, `epochs` over the current
 /// coreset, batch 128, R = 5, class-balanced selection.
 ///
 /// `spec` is a [`Method`] name, optionally followed by `+clc` (Cascaded Layer Correction on
-/// `conv2` and `conv3`, feature KL after global pooling, β = 1) and/or `+ccs` (coverage-centric
-/// stratified selection over the method's score: 50 strata, hardest 10 % pruned). Full-data QAT
-/// ignores `fraction`.
+/// `conv2` and `conv3`, feature KL after global pooling, β = 1), `+ccs` (coverage-centric
+/// stratified selection over the method's score: 50 strata, hardest 10 % pruned) and/or `+pool`
+/// (score only a fresh random candidate pool of [`POOL_MULTIPLE`] × the budget at each
+/// selection). Full-data QAT ignores `fraction`.
 ///
 /// ```
 /// use quarc_harness::protocol;
@@ -20,6 +28,9 @@ use quarc_train::{ClcConfig, ClcLoss, Method, ObjectiveConfig, ReferenceConfig, 
 /// let c = protocol::fmnist_w2a2("acs+ccs", 0.01, 20, 3, ReferenceConfig::default())?;
 /// assert_eq!((c.method, c.fraction, c.seed, c.select_every), (Method::Acs, 0.01, 3, 5));
 /// assert!(matches!(c.selector, SelectorKind::Stratified { bins: 50, .. }) && c.objective.clc.is_none());
+/// assert!(c.candidate_pool.is_none());
+/// let pooled = protocol::fmnist_w2a2("acs+ccs+pool", 0.01, 20, 3, ReferenceConfig::default())?;
+/// assert_eq!(pooled.candidate_pool.map(|p| p.multiple), Some(protocol::POOL_MULTIPLE));
 /// assert_eq!(protocol::fmnist_w2a2("full", 0.01, 20, 0, ReferenceConfig::default())?.fraction, 1.0);
 /// let clc = protocol::fmnist_w2a2("quarc+clc", 0.1, 20, 0, ReferenceConfig::default())?.objective.clc.unwrap();
 /// assert_eq!((clc.layers, clc.beta), (vec!["conv2".to_string(), "conv3".into()], 1.0));
@@ -35,14 +46,16 @@ pub fn fmnist_w2a2(
     seed: u64,
     reference: ReferenceConfig,
 ) -> Result<TrainConfig> {
-    let (clc, ccs) = (spec.contains("+clc"), spec.contains("+ccs"));
-    let base = spec.split('+').next().unwrap_or(spec);
-    let method = Method::parse(base)?;
-    if let Some(extra) = spec.split('+').skip(1).find(|p| *p != "clc" && *p != "ccs") {
+    let suffixes: Vec<&str> = spec.split('+').skip(1).collect();
+    if let Some(extra) = suffixes.iter().find(|p| !SUFFIXES.contains(p)) {
         return Err(quarc_train::Error::InvalidConfig(format!(
-            "unknown method suffix `+{extra}` in `{spec}`; use +clc and/or +ccs"
+            "unknown method suffix `+{extra}` in `{spec}`; use any of {SUFFIXES:?}"
         )));
     }
+    let has = |s: &str| suffixes.contains(&s);
+    let (clc, ccs) = (has("clc"), has("ccs"));
+    let base = spec.split('+').next().unwrap_or(spec);
+    let method = Method::parse(base)?;
     let config = TrainConfig {
         method,
         fraction: if method == Method::Full { 1.0 } else { fraction },
@@ -69,6 +82,9 @@ pub fn fmnist_w2a2(
         } else {
             SelectorKind::TopK
         },
+        candidate_pool: has("pool").then_some(CandidatePool {
+            multiple: POOL_MULTIPLE,
+        }),
         reference,
         seed,
         ..TrainConfig::default()

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use quarc_coreset::{BetaSchedule, CoresetConfig, Normalization};
+use quarc_coreset::{BetaSchedule, CandidatePool, CoresetConfig, Normalization};
 use quarc_correction::{CascadeMode, SoftmaxAxis};
 use quarc_quant_core::QatConfig;
 use serde::{Deserialize, Serialize};
@@ -232,6 +232,9 @@ pub struct TrainConfig {
     /// `select_every`, `beta_schedule`, `quarc_lambda`, `score_normalization`, `class_balanced`
     /// and `selector` describe (`method` then only names the run).
     pub coreset: Option<CoresetConfig>,
+    /// Score only a fresh random candidate pool of `multiple` × the budget at each selection
+    /// (see [`quarc_coreset::CandidatePool`]); `None` scores the whole data set.
+    pub candidate_pool: Option<CandidatePool>,
     /// QAT epochs (each one pass over the current coreset).
     pub epochs: usize,
     /// Training batch size.
@@ -271,6 +274,7 @@ impl Default for TrainConfig {
             class_balanced: true,
             selector: SelectorKind::TopK,
             coreset: None,
+            candidate_pool: None,
             epochs: 20,
             batch_size: 128,
             eval_batch_size: 500,

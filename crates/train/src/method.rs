@@ -6,7 +6,7 @@ use crate::{Method, Result, SelectorKind, TrainConfig};
 
 /// The run's coreset as data (validated), or `None` for full-data QAT: `config.coreset` when
 /// set, else the preset of `config.method` with the run's fraction, R, β schedule, λ, score
-/// normalisation, class balance and selector.
+/// normalisation, class balance, selector and candidate pool.
 pub fn coreset_config(config: &TrainConfig) -> Result<Option<CoresetConfig>> {
     if let Some(c) = &config.coreset {
         c.validate()?;
@@ -21,6 +21,7 @@ pub fn coreset_config(config: &TrainConfig) -> Result<Option<CoresetConfig>> {
         parts[1].weight = config.quarc_lambda; // ACS + λ·RES
     }
     c.class_balanced = config.class_balanced;
+    c.pool = config.candidate_pool;
     if let (SelectorKind::Stratified { bins, prune_fraction }, SelectorConfig::TopK { .. }) =
         (config.selector, &c.selector)
     {

@@ -32,9 +32,11 @@ fn run_options_reach_the_preset() {
             bins: 20,
             prune_fraction: 0.1,
         },
+        candidate_pool: Some(quarc_coreset::CandidatePool { multiple: 3.0 }),
         ..TrainConfig::default()
     };
     let c = coreset_config(&config).unwrap().unwrap();
+    assert_eq!(c.pool, Some(quarc_coreset::CandidatePool { multiple: 3.0 }));
     let ScorerConfig::WeightedSum { parts, .. } = &c.scorer else {
         panic!("quarc is a weighted sum: {c:?}")
     };

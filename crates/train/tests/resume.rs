@@ -154,3 +154,29 @@ fn rs2_draws_a_fresh_disjoint_subset_every_epoch() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A candidate pool through the trainer: each selection comes from that epoch's pool alone
+/// (the pass scored nothing else), with the budget's share of every class.
+#[test]
+fn a_pooled_run_selects_from_each_epochs_pool() {
+    let dir = std::env::temp_dir().join(format!("quarc-pool-{}", std::process::id()));
+    let mut e = experiment(&dir, None);
+    e.config.method = Method::Acs;
+    e.config.fraction = 0.1;
+    e.config.objective.clc = None;
+    e.config.candidate_pool = Some(quarc_coreset::CandidatePool { multiple: 2.0 });
+    let labels = e.train.labels();
+    let summary = e.run().unwrap();
+    assert!(summary.finished && summary.scoring_secs > 0.0);
+    for epoch in [0, 2] {
+        let path = dir.join(format!("selections/epoch_{epoch}.json"));
+        let sel: Vec<usize> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let pool = quarc_coreset::CandidatePool { multiple: 2.0 }
+            .draw(&labels, quarc_coreset::Budget::Fraction(0.1), 3, epoch)
+            .unwrap()
+            .unwrap();
+        assert_eq!((sel.len(), pool.len()), (30, 60), "epoch {epoch}");
+        assert!(sel.iter().all(|i| pool.contains(i)), "epoch {epoch}: {sel:?} ⊄ {pool:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

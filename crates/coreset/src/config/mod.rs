@@ -9,8 +9,8 @@ pub use scorer::{ScorerConfig, WeightedPart};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Budget, ClassBalanced, Coreset, Direction, Error, RandomSelector, Result, Rs2, SelectionSchedule, Selector,
-    Stratified, TopK,
+    Budget, CandidatePool, ClassBalanced, Coreset, Direction, Error, RandomSelector, Result, Rs2, SelectionSchedule,
+    Selector, Stratified, TopK,
 };
 
 /// How the subset is taken from the scores. Tagged by `type`; unknown fields are errors.
@@ -78,6 +78,10 @@ pub struct CoresetConfig {
     pub budget: Budget,
     /// When to re-select.
     pub schedule: ScheduleConfig,
+    /// Score only a fresh random candidate pool of this many times the budget at each
+    /// selection (none: score the whole data set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<CandidatePool>,
 }
 
 /// The largest stratum count accepted: allocation follows it, so a typo must not become gigabytes.
@@ -114,6 +118,9 @@ impl CoresetConfig {
         if let ScheduleConfig::Every { epochs: 0 } = self.schedule {
             return Err(Error::InvalidConfig("schedule every: epochs must be ≥ 1".into()));
         }
+        if let Some(pool) = &self.pool {
+            pool.validate()?;
+        }
         Ok(())
     }
 
@@ -140,7 +147,11 @@ impl CoresetConfig {
             ScheduleConfig::OneShot {} => SelectionSchedule::one_shot(),
             ScheduleConfig::Every { epochs } => SelectionSchedule::every(epochs)?,
         };
-        Coreset::new(scorer, selector, schedule, self.budget, labels, num_classes, seed)
+        let coreset = Coreset::new(scorer, selector, schedule, self.budget, labels, num_classes, seed)?;
+        match self.pool {
+            Some(pool) => coreset.with_candidate_pool(pool),
+            None => Ok(coreset),
+        }
     }
 
     /// Whether the coreset is re-selected during training.

@@ -110,6 +110,7 @@ impl CoresetConfig {
             class_balanced: true,
             budget: Budget::Fraction(fraction),
             schedule,
+            pool: None,
         };
         config.validate()?;
         Ok(config)

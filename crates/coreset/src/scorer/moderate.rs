@@ -52,6 +52,7 @@ impl Scorer for Moderate {
         Needs {
             labels: true,
             features: true,
+            whole_pass: true,
             ..self.source.needs()
         }
     }

@@ -64,8 +64,9 @@ pub struct SelectionOutcome {
 }
 
 /// Runs the selection due at `progress.epoch`, if one is: without a forward pass for index-only
-/// selectors (random, random_resample, RS2), else after a scoring pass over `loader` in
-/// evaluation mode (reference logits from `cache` unless the scorer needs features).
+/// selectors (random, random_resample, RS2), else after a scoring pass over `loader` (or the
+/// coreset's candidate pool) in evaluation mode (reference logits from `cache` unless the
+/// scorer needs features).
 pub fn select_if_due(
     cs: &mut Coreset,
     student: &dyn Model,
@@ -83,8 +84,10 @@ pub fn select_if_due(
     } else {
         cs.begin_scoring(progress)?;
         let needs = cs.needs();
-        let pb = bar(loader.num_batches(loader.dataset().len()), "scoring", verbose);
-        for batch in loader.epoch(0, None)? {
+        let pool: Option<Vec<usize>> = cs.scoring_indices().map(<[usize]>::to_vec);
+        let n = pool.as_ref().map_or(loader.dataset().len(), Vec::len);
+        let pb = bar(loader.num_batches(n), "scoring", verbose);
+        for batch in loader.epoch(0, pool.as_deref())? {
             let b = batch?;
             let s = student.forward_mode(&b.images, Mode::Eval)?.detach();
             let r = if !needs.reference {
