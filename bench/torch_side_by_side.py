@@ -129,10 +129,10 @@ class Lsq(nn.Module):
 
 
 class QConv2d(nn.Conv2d):
-    def __init__(self, cin, cout, k, stride, padding, qbits):
-        super().__init__(cin, cout, k, stride=stride, padding=padding, bias=False)
+    def __init__(self, cin, cout, k, stride, padding, qbits, groups=1, signed_input=False):
+        super().__init__(cin, cout, k, stride=stride, padding=padding, groups=groups, bias=False)
         self.wq = Lsq(qbits[0], True, True) if qbits else None
-        self.aq = Lsq(qbits[1], False, False) if qbits else None
+        self.aq = Lsq(qbits[1], signed_input, False) if qbits else None
 
     def calibrate(self, x):
         if self.wq is not None:
@@ -205,12 +205,60 @@ class ResNet18(nn.Module):
         return self.fc(self.blocks(x).mean((2, 3)))
 
 
+def make_divisible(v, d=8):
+    new = max(int(v + d / 2) // d * d, d)
+    return new + d if new < 0.9 * v else new
+
+
+class InvertedResidual(nn.Module):
+    """quarc's block: 1×1 expand (unless t = 1), 3×3 depthwise, 1×1 linear projection; inputs after a
+    projection get signed activation codes."""
+
+    def __init__(self, cin, cout, stride, t, q, signed_in):
+        super().__init__()
+        hidden = cin * t
+        self.expand = None
+        if t != 1:
+            self.expand = nn.Sequential(QConv2d(cin, hidden, 1, 1, 0, q, signed_input=signed_in),
+                                        nn.BatchNorm2d(hidden), nn.ReLU6())
+        self.dw = nn.Sequential(QConv2d(hidden, hidden, 3, stride, 1, q, groups=hidden,
+                                        signed_input=t == 1 and signed_in), nn.BatchNorm2d(hidden), nn.ReLU6())
+        self.project = nn.Sequential(QConv2d(hidden, cout, 1, 1, 0, q), nn.BatchNorm2d(cout))
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        h = x if self.expand is None else self.expand(x)
+        h = self.project(self.dw(h))
+        return h + x if self.residual else h
+
+
+class MobileNetV2(nn.Module):
+    """CIFAR MobileNetV2, width 1 (stem stride 1, second stage stride 1), as quarc's: stem, head 1×1 and fc in FP."""
+
+    def __init__(self, q, classes=10):
+        super().__init__()
+        cin = make_divisible(32)
+        self.stem = nn.Sequential(QConv2d(3, cin, 3, 1, 1, None), nn.BatchNorm2d(cin), nn.ReLU6())
+        blocks = []
+        for t, c, n, s in [(1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                           (6, 160, 3, 2), (6, 320, 1, 1)]:
+            for k in range(n):
+                blocks.append(InvertedResidual(cin, make_divisible(c), s if k == 0 else 1, t, q, len(blocks) > 0))
+                cin = make_divisible(c)
+        self.blocks = nn.Sequential(*blocks)
+        self.head = nn.Sequential(QConv2d(cin, 1280, 1, 1, 0, None), nn.BatchNorm2d(1280), nn.ReLU6())
+        self.fc = nn.Linear(1280, classes)
+
+    def forward(self, x):
+        return self.fc(self.head(self.blocks(self.stem(x))).mean((2, 3)))
+
+
 QUANT = {"fp32": None, "w4a4": (4, 4), "w2a2": (2, 2)}
 
 
 def build(model, quant):
     q = QUANT[quant]
-    return (SmallCnn(q) if model == "smallcnn" else ResNet18(q)).to(DEV)
+    return {"smallcnn": SmallCnn, "resnet18": ResNet18, "mobilenetv2": MobileNetV2}[model](q).to(DEV)
 
 
 def input_shape(model, batch):
@@ -318,7 +366,7 @@ def fake_quant(rec):
 
 def step(rec):
     for model, quant, batch in [("resnet18", "fp32", 64), ("resnet18", "w4a4", 64), ("resnet18", "w2a2", 64),
-                                ("smallcnn", "w2a2", 128)]:
+                                ("smallcnn", "w2a2", 128), ("mobilenetv2", "w4a4", 64)]:
         name = f"step/{model}-{quant}-b{batch}"
         if rec.wants(name):
             rec.measure(name, "images/s", batch, train_step_runner(model, quant, batch))

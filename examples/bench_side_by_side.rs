@@ -23,7 +23,7 @@ use candle_nn::VarMap;
 use clap::Parser;
 use quarc::coreset::{Budget, ClassBalanced, SelectContext, Selector, TopK};
 use quarc::kernels::{Conv2dParams, conv2d, conv2d_grad_input, conv2d_grad_weight};
-use quarc::models::{Mode, Model, ResNet, SmallCnn};
+use quarc::models::{MobileNetV2, Mode, Model, ResNet, SmallCnn};
 use quarc::quant_core::functional::{error_vector_norm, kl_per_sample, probability_distance};
 use quarc::quant_core::{
     Backend, Granularity, LsqOptions, QRange, QatConfig, SplitMix64, lsq_fake_quant, lsq_grad_scale,
@@ -248,6 +248,7 @@ fn build(model: &str, qat: Option<QatConfig>, v: &VarMap, dev: &Device) -> Res<B
     Ok(match model {
         "resnet18" => Box::new(ResNet::resnet18(v, qat, 10, 0, dev)?),
         "smallcnn" => Box::new(SmallCnn::new(v, qat, 10, 0, dev)?),
+        "mobilenetv2" => Box::new(MobileNetV2::new(v, qat, 1.0, 10, 0, dev)?),
         other => return Err(format!("unknown model {other}").into()),
     })
 }
@@ -299,6 +300,7 @@ fn step(rec: &mut Recorder) -> Res<()> {
         ("resnet18", "w4a4", 64),
         ("resnet18", "w2a2", 64),
         ("smallcnn", "w2a2", 128),
+        ("mobilenetv2", "w4a4", 64),
     ] {
         let name = format!("step/{model}-{quant}-b{batch}");
         if !rec.wants(&name) {

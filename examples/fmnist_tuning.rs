@@ -18,7 +18,7 @@ use std::time::Instant;
 use clap::Parser;
 use quarc::coreset::{BetaSchedule, CandidatePool, Normalization};
 use quarc::data::{Dataset, Normalize, Split, fashion_mnist, holdout_split};
-use quarc::train::report::read_jsonl;
+use quarc::train::report::{EpochRecord, read_jsonl};
 use quarc::train::{Experiment, ReferenceConfig, TrainConfig};
 use quarc_harness::protocol;
 use quarc_harness::report::mean_std_cell;
@@ -307,6 +307,7 @@ fn write_table(a: &Args, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>>
             rs.iter().map(|r| r.wall_secs).sum::<f64>() / n
         );
     }
+    md += &clc_magnitudes(a, rows);
     if let Ok(notes) = std::fs::read_to_string(a.docs.join("tuning-status.md")) {
         md += "\n";
         md += &notes;
@@ -314,4 +315,52 @@ fn write_table(a: &Args, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>>
     std::fs::create_dir_all(&a.docs)?;
     quarc::quant_core::atomic_write(&a.docs.join("tuning.md"), md.as_bytes())?;
     Ok(())
+}
+
+/// The raw per-epoch loss terms of the CLC variants (mean over the seeds run): KD, CE and each
+/// layer's CLC before β, and β times their mean (what the objective adds), at epochs 1, 10, 20.
+fn clc_magnitudes(a: &Args, rows: &[Row]) -> String {
+    let mut runs: BTreeMap<(String, String), Vec<Vec<EpochRecord>>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.variant.starts_with("quarc+clc")) {
+        let dir = a.out.join(format!("{}-f{}-seed{}", r.variant, r.fraction, r.seed));
+        if let Ok(log) = read_jsonl::<EpochRecord>(&dir.join("log.jsonl")) {
+            let key = (format!("{:.1}%", 100.0 * r.fraction), r.variant.clone());
+            runs.entry(key).or_default().push(log);
+        }
+    }
+    if runs.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from(
+        "\n## CLC magnitudes\n\nRaw per-epoch loss terms of the CLC runs (each run's `log.jsonl`, mean over its seeds): KD and \
+         CE as trained on, each layer's feature KL before β, and β × their mean (the term the objective adds).\n\n\
+         | fraction | variant | β | seeds | epoch | KD | CE | CLC conv2 | CLC conv3 | β · CLC |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for ((f, variant), logs) in &runs {
+        let beta: f64 = variant
+            .rsplit_once("-beta")
+            .map_or(Ok(1.0), |(_, b)| b.parse())
+            .unwrap_or(f64::NAN);
+        for epoch in [0usize, 9, 19] {
+            let at: Vec<&EpochRecord> = logs
+                .iter()
+                .filter_map(|l| l.iter().find(|e| e.epoch == epoch))
+                .collect();
+            if at.is_empty() {
+                continue;
+            }
+            let mean = |f: &dyn Fn(&EpochRecord) -> f64| at.iter().map(|e| f(e)).sum::<f64>() / at.len() as f64;
+            let layer = |i: usize| mean(&|e: &EpochRecord| e.clc.get(i).map_or(f64::NAN, |c| c.1));
+            let (c2, c3) = (layer(0), layer(1));
+            md += &format!(
+                "| {f} | {variant} | {beta} | {} | {} | {:.4} | {:.4} | {c2:.4} | {c3:.4} | {:.4} |\n",
+                at.len(),
+                epoch + 1,
+                mean(&|e: &EpochRecord| e.kd),
+                mean(&|e: &EpochRecord| e.ce),
+                beta * (c2 + c3) / 2.0
+            );
+        }
+    }
+    md
 }

@@ -176,7 +176,10 @@ fn a_pooled_run_selects_from_each_epochs_pool() {
             .unwrap()
             .unwrap();
         assert_eq!((sel.len(), pool.len()), (30, 60), "epoch {epoch}");
-        assert!(sel.iter().all(|i| pool.contains(i)), "epoch {epoch}: {sel:?} ⊄ {pool:?}");
+        assert!(
+            sel.iter().all(|i| pool.contains(i)),
+            "epoch {epoch}: {sel:?} ⊄ {pool:?}"
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
