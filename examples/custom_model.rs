@@ -1,7 +1,7 @@
 //! Bring your own candle model: a small residual CNN defined **here** (not in quarc-models),
-//! written once against quarc's model builder, trained as a W2A2 twin on a 10 % coreset (ACS
-//! scores with coverage-centric stratified selection, the method that beat random in
-//! docs/results.md) of the bundled Fashion-MNIST subset through quarc's trainer — logs, plots,
+//! written once against quarc's model builder, trained as a W2A2 twin on a 10 % coreset (the
+//! default, RS2: a fresh class-balanced random subset every epoch — chosen on a validation split,
+//! docs/tuning.md) of the bundled Fashion-MNIST subset through quarc's trainer — logs, plots,
 //! checkpoints and resume included.
 //!
 //! `cargo run --release --example custom_model [-- OUT_DIR]` (default `runs/custom_model`); a few
@@ -15,7 +15,7 @@ use quarc::models::candle_core::{Device, Tensor};
 use quarc::models::candle_nn::VarMap;
 use quarc::models::{Activation, ConvBn, ConvSpec, Layers, LinearSpec, Mode, Model, ModelBuilder, checkpoint};
 use quarc::quant_core::{FeatureMap, ModelOutput, QLinear, QatConfig};
-use quarc::train::{Custom, Experiment, Method, ReferenceConfig, SelectorKind, TrainConfig, accuracy};
+use quarc::train::{Custom, Experiment, ReferenceConfig, TrainConfig, accuracy};
 
 /// The user's model: conv-BN-ReLU, two residual conv-BN-ReLU blocks, global pooling, classifier.
 struct ResidualCnn {
@@ -55,6 +55,9 @@ fn build(vars: &VarMap, qat: Option<&QatConfig>, dev: &Device) -> quarc::models:
     Ok(Box::new(b.build(ResidualCnn::new)?))
 }
 
+/// The run directory under the output folder.
+const RUN: &str = "rs2";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     quarc::runtime::apply_malloc_tunables();
     quarc_harness::init_logging();
@@ -63,12 +66,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Arc::new(fashion_mnist::bundled_subset(Split::Train)?),
         Arc::new(fashion_mnist::bundled_subset(Split::Test)?),
     );
+    // The default coreset (RS2); `method: Method::Acs` would give the best scored one.
     let config = TrainConfig {
-        method: Method::Acs,
-        selector: SelectorKind::Stratified {
-            bins: 50,
-            prune_fraction: 0.1,
-        },
         fraction: 0.1,
         epochs: 12,
         select_every: 4,
@@ -87,7 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         train: train.clone(),
         test: test.clone(),
         normalize: Some(Normalize::fashion_mnist()),
-        run_dir: out.join("acs+ccs"),
+        run_dir: out.join(RUN),
         device: Device::Cpu,
         verbose: true,
         noise: None,
@@ -121,7 +120,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let test_loader = BatchLoader::new(test.clone(), LoaderConfig::eval(500, norm), &dev)?;
     let calibrated = accuracy(twin.as_ref(), &test_loader)?;
 
-    println!("\nResidualCnn (defined in this example), LSQ W2A2, ACS + CCS 10 % coreset, bundled Fashion-MNIST subset");
+    println!(
+        "\nResidualCnn (defined in this example), LSQ W2A2, RS2 (default) 10 % coreset, bundled Fashion-MNIST subset"
+    );
     println!(
         "calibrated layers: {:?}",
         report.layers.iter().map(|l| l.name.as_str()).collect::<Vec<_>>()
@@ -140,7 +141,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "time: {secs:.0} s (scoring {:.0} s, training {:.0} s); run directory {}",
         summary.scoring_secs,
         summary.training_secs,
-        out.join("acs+ccs").display()
+        out.join(RUN).display()
     );
     Ok(())
 }

@@ -89,7 +89,10 @@ pub mod selector;
 mod state;
 mod table;
 
-pub use config::{CoresetConfig, MAX_BINS, PRESETS, ScheduleConfig, ScorerConfig, SelectorConfig, WeightedPart};
+pub use config::{
+    CCS_BINS, CCS_PRUNE_FRACTION, CoresetConfig, MAX_BINS, PRESETS, RECOMMENDED_PRESET, ScheduleConfig, ScorerConfig,
+    SelectorConfig, WeightedPart,
+};
 pub use coreset::{Coreset, SelectionRecord};
 pub use diagnostics::NoiseDiagnostics;
 pub use error::{Error, Result};

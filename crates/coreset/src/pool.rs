@@ -41,6 +41,10 @@ pub struct CandidatePool {
 }
 
 impl CandidatePool {
+    /// The pool of the recommended scored coreset: 10× the budget (validated in docs/tuning.md:
+    /// the same accuracy as scoring the whole data set at 1 % and 10 %).
+    pub const RECOMMENDED: CandidatePool = CandidatePool { multiple: 10.0 };
+
     /// Checks the multiple.
     pub fn validate(&self) -> Result<()> {
         if !(self.multiple.is_finite() && self.multiple >= 1.0) {

@@ -9,8 +9,8 @@ use quarc_train::{ClcConfig, ClcLoss, Method, ObjectiveConfig, ReferenceConfig, 
 /// The method suffixes [`fmnist_w2a2`] accepts.
 pub const SUFFIXES: [&str; 3] = ["clc", "ccs", "pool"];
 
-/// The candidate pool of `+pool`, as a multiple of the budget.
-pub const POOL_MULTIPLE: f64 = 10.0;
+/// The candidate pool of `+pool`, as a multiple of the budget (the recommended pool).
+pub const POOL_MULTIPLE: f64 = CandidatePool::RECOMMENDED.multiple;
 
 /// The FMNIST-W2A2 protocol (docs/results.md) for one method spec: `SmallCnn`, LSQ W2A2 on the
 /// middle layers, KD (T = 1) + CE, SGD momentum 0.9, cosine LR, `epochs` over the current

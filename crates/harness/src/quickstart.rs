@@ -7,17 +7,21 @@ use std::sync::Arc;
 use quarc_data::{Dataset, Normalize};
 use quarc_train::{Experiment, ReferenceConfig, Result, TrainConfig};
 
-/// The method the project recommends (docs/results.md): ACS scores, coverage-centric stratified
-/// selection.
-pub const RECOMMENDED: &str = "acs+ccs";
+/// The project's default method, `TrainConfig::default()`'s (picked on a validation split,
+/// docs/tuning.md): RS2.
+pub const RECOMMENDED: &str = quarc_coreset::RECOMMENDED_PRESET;
+
+/// The best scored selection on the validation split: ACS scores, coverage-centric stratified
+/// selection, scoring a fresh candidate pool of 10× the budget.
+pub const BEST_SCORED: &str = "acs+ccs+pool";
 
 /// The quickstart's runs: label and method spec (see [`crate::protocol::fmnist_w2a2`]).
 pub const RUNS: [(&str, &str); 5] = [
     ("random", "random"),
-    ("RS2", "rs2"),
+    ("RS2 (default)", RECOMMENDED),
     ("ACS", "acs"),
     ("QuaRC (score + CLC)", "quarc+clc"),
-    ("ACS + CCS (recommended)", RECOMMENDED),
+    ("ACS + CCS (best scored)", BEST_SCORED),
 ];
 
 /// The configuration of the quickstart's run of `spec`, its FP reference shared under `out`.

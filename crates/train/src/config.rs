@@ -202,6 +202,26 @@ impl Default for ReferenceConfig {
 }
 
 /// A whole run.
+///
+/// The defaults are the configuration chosen on a validation split (docs/tuning.md): RS2 (a
+/// fresh class-balanced random 10 % every epoch, no scoring pass), KD + CE. A scored `method`
+/// gets the validated selector — coverage-centric stratified selection (50 strata, hardest 10 %
+/// pruned) — scoring a fresh random pool of 10× the budget at each selection, so that
+/// `TrainConfig { method: Method::Acs, ..Default::default() }` is the best scored coreset
+/// ([`quarc_coreset::CoresetConfig::recommended_scored`]).
+///
+/// ```
+/// use quarc_coreset::CoresetConfig;
+/// use quarc_train::{Method, TrainConfig, coreset_config};
+/// let default = coreset_config(&TrainConfig::default())?.unwrap();
+/// assert_eq!((default.scorer, default.selector), {
+///     let r = CoresetConfig::recommended(0.1)?;
+///     (r.scorer, r.selector)
+/// });
+/// let acs = TrainConfig { method: Method::Acs, ..TrainConfig::default() };
+/// assert_eq!(coreset_config(&acs)?.unwrap(), CoresetConfig::recommended_scored(0.1, 5)?);
+/// # Ok::<(), quarc_train::Error>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
@@ -265,16 +285,19 @@ impl Default for TrainConfig {
             model: ModelKind::SmallCnn,
             num_classes: 10,
             qat: QatConfig::lsq(2, 2).unwrap_or_default(),
-            method: Method::Acs,
+            method: Method::Rs2,
             fraction: 0.1,
             select_every: 5,
             beta_schedule: BetaSchedule::PaperCosine,
             quarc_lambda: 1.0,
             score_normalization: Normalization::None,
             class_balanced: true,
-            selector: SelectorKind::TopK,
+            selector: SelectorKind::Stratified {
+                bins: quarc_coreset::CCS_BINS,
+                prune_fraction: quarc_coreset::CCS_PRUNE_FRACTION,
+            },
             coreset: None,
-            candidate_pool: None,
+            candidate_pool: Some(CandidatePool::RECOMMENDED),
             epochs: 20,
             batch_size: 128,
             eval_batch_size: 500,
@@ -306,6 +329,15 @@ impl TrainConfig {
         }
         if self.select_every == 0 {
             return bad("select_every (R) must be ≥ 1".into());
+        }
+        if let SelectorKind::Stratified { bins, prune_fraction } = self.selector
+            && (bins == 0 || bins > quarc_coreset::MAX_BINS || !(0.0..1.0).contains(&prune_fraction))
+        {
+            return bad(format!(
+                "stratified selector: bins must be in 1..={} and prune_fraction in [0, 1), got {bins} and \
+                 {prune_fraction}",
+                quarc_coreset::MAX_BINS
+            ));
         }
         if self.num_classes < 2 {
             return bad(format!("num_classes must be ≥ 2, got {}", self.num_classes));

@@ -3,7 +3,7 @@
 mod preset;
 mod scorer;
 
-pub use preset::PRESETS;
+pub use preset::{CCS_BINS, CCS_PRUNE_FRACTION, PRESETS, RECOMMENDED_PRESET};
 pub use scorer::{ScorerConfig, WeightedPart};
 
 use serde::{Deserialize, Serialize};

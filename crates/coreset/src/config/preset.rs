@@ -1,7 +1,12 @@
 //! The named presets: every method of the project's tables as a [`CoresetConfig`].
 
 use super::{CoresetConfig, ScheduleConfig, ScorerConfig, SelectorConfig, WeightedPart};
-use crate::{BetaSchedule, Budget, Direction, Divergence, Error, ModelSource, Normalization, Result};
+use crate::{BetaSchedule, Budget, CandidatePool, Direction, Divergence, Error, ModelSource, Normalization, Result};
+
+/// CCS strata of the recommended scored coreset.
+pub const CCS_BINS: usize = 50;
+/// Hardest share CCS prunes in the recommended scored coreset.
+pub const CCS_PRUNE_FRACTION: f64 = 0.1;
 
 /// Every preset name, in table order.
 pub const PRESETS: [&str; 11] = [
@@ -18,6 +23,11 @@ pub const PRESETS: [&str; 11] = [
     "quarc",
 ];
 
+/// The preset of [`CoresetConfig::recommended`]: the winner on the validation split
+/// (docs/tuning.md), level with the best scored selection at 10 % and ahead at 1 %, with no
+/// scoring pass.
+pub const RECOMMENDED_PRESET: &str = "rs2";
+
 fn acs() -> ScorerConfig {
     ScorerConfig::Acs {
         beta: BetaSchedule::PaperCosine,
@@ -30,6 +40,44 @@ fn part(weight: f64, scorer: ScorerConfig) -> WeightedPart {
 }
 
 impl CoresetConfig {
+    /// The project's default coreset at `fraction`: [`RECOMMENDED_PRESET`] (RS2, a fresh
+    /// class-balanced random subset every epoch, without replacement across epochs).
+    ///
+    /// ```
+    /// use quarc_coreset::{CoresetConfig, SelectorConfig};
+    /// let c = CoresetConfig::recommended(0.01)?;
+    /// assert_eq!(c.selector, SelectorConfig::Rs2 {});
+    /// assert!(c.build((0..100).map(|i| i % 10).collect(), 10, 0)?.needs().index_only); // no scoring pass
+    /// # Ok::<(), quarc_coreset::Error>(())
+    /// ```
+    pub fn recommended(fraction: f64) -> Result<Self> {
+        Self::preset(RECOMMENDED_PRESET, fraction, 1)
+    }
+
+    /// The best scored coreset on the validation split (docs/tuning.md): ACS scores,
+    /// coverage-centric selection (CCS: 50 strata, hardest 10 % pruned), re-selected every
+    /// `select_every` epochs from a fresh random candidate pool of 10× the budget
+    /// ([`CandidatePool::RECOMMENDED`]), so a pass scores `10·k` samples, not the data set.
+    ///
+    /// ```
+    /// use quarc_coreset::{CandidatePool, CoresetConfig, SelectorConfig};
+    /// let c = CoresetConfig::recommended_scored(0.01, 5)?;
+    /// assert!(matches!(c.selector, SelectorConfig::Stratified { bins: 50, .. }));
+    /// assert_eq!(c.pool, Some(CandidatePool::RECOMMENDED));
+    /// # Ok::<(), quarc_coreset::Error>(())
+    /// ```
+    pub fn recommended_scored(fraction: f64, select_every: usize) -> Result<Self> {
+        let mut c = Self::preset("acs", fraction, select_every)?;
+        c.selector = SelectorConfig::Stratified {
+            bins: CCS_BINS,
+            prune_fraction: CCS_PRUNE_FRACTION,
+            keep: Direction::KeepHighest,
+        };
+        c.pool = Some(CandidatePool::RECOMMENDED);
+        c.validate()?;
+        Ok(c)
+    }
+
     /// The preset `name` (one of [`PRESETS`]) at `fraction`, re-selecting every `select_every`
     /// epochs where the method is adaptive; class-balanced top-k unless the method says otherwise.
     ///
