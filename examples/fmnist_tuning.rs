@@ -286,10 +286,12 @@ fn write_table(a: &Args, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>>
     }
     let mut md = String::from("# Tuning on a validation split (FMNIST-W2A2)\n\n");
     md += &format!(
-        "Command: `cargo run --release --example fmnist_tuning -- --seeds {}`. {VALIDATION_SIZE} of the 60 000 training \
-         images are held out (class-stratified, split seed {SPLIT_SEED}); the FP reference and QAT train on the other \
-         55 000 and every accuracy below is on the held-out images, never on the test set. Each variant changes one \
-         knob of the docs/results.md protocol.\n\n| fraction | variant | what changes | seeds | validation accuracy (%) | FP reference (%) | wall s |\n|---|---|---|---|---|---|---|\n",
+        "Command: `cargo run --release --example fmnist_tuning -- --seeds {} --fraction F --variants NAMES` for each \
+         fraction and the variants of its rows (finished runs are skipped; `--report-only` rewrites this file). \
+         {VALIDATION_SIZE} of the 60 000 training images are held out (class-stratified, split seed {SPLIT_SEED}); the \
+         FP reference and QAT train on the other 55 000 and every accuracy below is on the held-out images, never on \
+         the test set. Each variant changes one knob of the docs/results.md protocol. Wall s: mean per run, on a \
+         2-core machine shared by up to four runs at a time (compare accuracies, not times, across rows).\n\n| fraction | variant | what changes | seeds | validation accuracy (%) | FP reference (%) | wall s |\n|---|---|---|---|---|---|---|\n",
         a.seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
     );
     for ((f, order), rs) in &groups {

@@ -17,6 +17,7 @@
 //! use quarc_data::{fashion_mnist, Normalize, Split};
 //! use quarc_train::{Experiment, Method, TrainConfig};
 //! let exp = Experiment {
+//!     // The defaults train on RS2; `Method::Acs` is the best scored coreset (ACS + CCS, 10× pool).
 //!     config: TrainConfig { method: Method::Acs, fraction: 0.1, epochs: 20, ..TrainConfig::default() },
 //!     train: Arc::new(fashion_mnist::bundled_subset(Split::Train)?),
 //!     test: Arc::new(fashion_mnist::bundled_subset(Split::Test)?),
