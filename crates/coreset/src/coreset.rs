@@ -264,8 +264,14 @@ impl Coreset {
             (Some(c), Some(pool)) => {
                 let budget = pool.budget_within(self.budget, self.labels.len(), c.len());
                 let local = self.selector.select(&scores, labels, budget, &ctx)?;
+                let indices = local.indices.iter().map(|&r| {
+                    c.get(r).copied().ok_or(Error::IndexOutOfRange {
+                        index: r,
+                        num_samples: c.len(),
+                    })
+                });
                 Selection {
-                    indices: local.indices.iter().map(|&r| c[r]).collect(),
+                    indices: indices.collect::<Result<_>>()?,
                 }
             }
             _ => self.selector.select(&scores, labels, self.budget, &ctx)?,
@@ -307,7 +313,8 @@ impl Coreset {
         &self.history
     }
 
-    /// The raw score table of the last pass.
+    /// The raw score table of the last pass (with a candidate pool, row `r` is the pass's
+    /// `r`-th candidate in sorted order, not dataset index `r`).
     pub fn table(&self) -> Option<&ScoreTable> {
         self.table.as_ref()
     }
