@@ -197,7 +197,14 @@ impl Coreset {
         }
         let flat = scores.flatten_all()?.to_vec1::<f32>()?;
         let rows = self.rows_of(input.indices)?;
-        self.table.as_mut().ok_or(Error::NoScores)?.record(&rows, &flat)?;
+        let recorded = self.table.as_mut().ok_or(Error::NoScores)?.record(&rows, &flat);
+        if let (Err(Error::DuplicateIndex { index: row }), Some((pool, _))) = (&recorded, &self.candidates) {
+            // Name the dataset index, not its row in the pool's table.
+            return Err(Error::DuplicateIndex {
+                index: pool.get(*row).copied().unwrap_or(*row),
+            });
+        }
+        recorded?;
         self.pass = Some((progress, started, started.elapsed().as_secs_f64()));
         Ok(())
     }

@@ -108,6 +108,8 @@ fn feeding_outside_the_pool_or_leaving_part_of_it_unscored_is_an_error() {
     let outside = (0..n).find(|i| !pool.contains(i)).unwrap();
     assert!(matches!(feed(&mut c, &[outside]), Err(Error::NotInPool { index }) if index == outside));
     feed(&mut c, &pool[..50]).unwrap();
+    // A sample scored twice is named by its dataset index, not its row in the pool's table.
+    assert!(matches!(feed(&mut c, &pool[7..8]), Err(Error::DuplicateIndex { index }) if index == pool[7]));
     assert!(matches!(c.select(), Err(Error::MissingScores { count: 50, .. })));
 }
 
