@@ -78,11 +78,30 @@ impl CandidatePool {
         for (label, mut members) in by_label {
             let stream = POOL_STREAM ^ mix(epoch as u64) ^ mix(u64::from(label) + 1);
             SplitMix64::derive(seed, stream).shuffle(&mut members);
-            members.truncate(ClassBalanced::class_count(p, members.len()));
+            members.truncate(self.class_pool_size(budget, labels.len(), members.len()));
             pool.extend(members);
         }
         pool.sort_unstable();
         Ok(Some(pool))
+    }
+
+    /// The pool size of a class of `n_c` samples: about `p · n_c`, moved so that the selector's
+    /// per-class count inside the pool (under [`CandidatePool::budget_within`]) is exactly the
+    /// class's count without a pool, `round(f · n_c)`, for fraction budgets.
+    fn class_pool_size(&self, budget: Budget, n: usize, n_c: usize) -> usize {
+        let mut x = ClassBalanced::class_count(self.fraction(budget, n), n_c);
+        let Budget::Fraction(f) = budget else {
+            return x;
+        };
+        let (want, inner) = (ClassBalanced::class_count(f, n_c), f / self.fraction(budget, n));
+        let count = |x: usize| ClassBalanced::class_count(inner.min(1.0), x);
+        while x < n_c && count(x) < want {
+            x += 1;
+        }
+        while x > want && count(x - 1) >= want && count(x) > want {
+            x -= 1;
+        }
+        x
     }
 
     /// The budget to take from a pool of `pool_len` samples drawn for `budget` over `n`: the

@@ -73,7 +73,10 @@ fn experiment(dir: &std::path::Path, stop_after: Option<usize>) -> Experiment {
         ..TrainConfig::default()
     };
     let coreset: Arc<CoresetFactory> = Arc::new(|labels: Vec<u32>| {
-        let c = CoresetConfig::preset("ds", 0.25, 2)?;
+        // DS from a fresh candidate pool of 2× the budget (half the data set per pass; unequal
+        // classes, so the pool must still give every class its exact share).
+        let mut c = CoresetConfig::preset("ds", 0.25, 2)?;
+        c.pool = Some(quarc_coreset::CandidatePool { multiple: 2.0 });
         Ok(c.build(labels, 10, 5)?)
     });
     let cascade = Cascade::new(vec![LayerPair::same("block")], Box::new(Mse), 0.5).unwrap();
