@@ -6,8 +6,9 @@
 //! - [`conv2d`]: a training convolution — forward, input gradient and weight gradient — by
 //!   im2col + the `gemm` crate's AVX-512 kernels (feature `x86-v4`, picked at run time),
 //!   Winograd F(2×2, 3×3) for stride-1 3×3 layers, pointwise convs as a plain GEMM and depthwise
-//!   convs as a direct loop vectorised over channels. Deterministic for any thread count.
+//!   convs as a direct loop over stride-phase-split planes. Deterministic for any thread count.
 //! - [`batch_norm`]: training-mode BatchNorm with a fused ReLU/ReLU6, closed-form backward.
+//! - [`add_relu`]: the end of a residual block, `relu(a + b)`, as one pass each way.
 //! - [`fake_quant`]: the fused fake-quant forward and closed-form backward (LSQ, LSQ+, PACT,
 //!   uniform) over plain slices, which `quarc-quant-core` wraps as candle custom ops.
 //!
@@ -29,13 +30,16 @@
 //! # Ok::<(), candle_core::Error>(())
 //! ```
 
+pub mod add_relu;
 pub mod batch_norm;
 pub mod conv;
 pub mod fake_quant;
 pub mod float;
 pub mod gemm;
 mod storage;
+mod wide;
 
+pub use add_relu::{add_relu, add_relu_reference};
 pub use batch_norm::{
     Activation, BatchStats, batch_norm_train, batch_norm_train_reference, channel_affine, channel_affine_reference,
 };

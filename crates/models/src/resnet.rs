@@ -48,7 +48,7 @@ impl BasicBlock {
                 Tensor::cat(&[zeros(half)?, sub, zeros(extra - half)?], 1)?
             }
         };
-        Ok((h + s)?.relu()?)
+        Ok(quarc_kernels::add_relu(&h, &s)?)
     }
 }
 

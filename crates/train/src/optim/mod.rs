@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+mod sgd;
+use sgd::SgdStep;
+
 /// One group: variables sharing a learning-rate scale and a weight decay.
 #[derive(Clone, Debug)]
 pub struct ParamGroup {
@@ -165,28 +168,23 @@ impl Optimizer {
                 // Gradients can carry the autograd graph of the step (they are computed from
                 // variables); detached, the optimiser state cannot keep old graphs alive.
                 let g = &g.detach();
-                let w = &var.as_tensor().detach();
                 match self.config {
                     OptimizerConfig::Sgd { momentum, nesterov } => {
-                        let d = if group.weight_decay > 0.0 {
-                            (g + (w * group.weight_decay)?)?
-                        } else {
-                            g.clone()
+                        let s = SgdStep {
+                            momentum,
+                            nesterov,
+                            weight_decay: group.weight_decay,
+                            lr,
                         };
-                        let d = if momentum > 0.0 {
-                            let v = match self.first.get(name) {
-                                Some(v) => ((v * momentum)? + &d)?,
-                                None => d.clone(),
-                            };
-                            let step = if nesterov { (&d + (&v * momentum)?)? } else { v.clone() };
+                        let v = self.first.get(name);
+                        if !sgd::fused(&s, var, g, v)?
+                            && let Some(v) = sgd::composed(&s, var, g, v)?
+                        {
                             self.first.insert(name.clone(), v.detach());
-                            step
-                        } else {
-                            d
-                        };
-                        var.set(&(w - (d * lr)?)?)?;
+                        }
                     }
                     OptimizerConfig::AdamW { beta1, beta2, eps } => {
+                        let w = &var.as_tensor().detach();
                         let m = match self.first.get(name) {
                             Some(m) => ((m * beta1)? + (g * (1.0 - beta1))?)?,
                             None => (g * (1.0 - beta1))?,
@@ -211,14 +209,16 @@ impl Optimizer {
         Ok(())
     }
 
-    /// The state as named tensors (`first.<var>`, `second.<var>`, `steps`), for checkpoints.
+    /// The state as named tensors (`first.<var>`, `second.<var>`, `steps`), for checkpoints:
+    /// copies, which later steps (that update the momentum in place) leave unchanged.
     pub fn state(&self) -> Result<Vec<(String, Tensor)>> {
-        let mut out: Vec<(String, Tensor)> = self
-            .first
-            .iter()
-            .map(|(k, v)| (format!("first.{k}"), v.clone()))
-            .collect();
-        out.extend(self.second.iter().map(|(k, v)| (format!("second.{k}"), v.clone())));
+        let mut out = Vec::with_capacity(self.first.len() + self.second.len() + 1);
+        for (k, v) in &self.first {
+            out.push((format!("first.{k}"), v.copy()?));
+        }
+        for (k, v) in &self.second {
+            out.push((format!("second.{k}"), v.copy()?));
+        }
         out.push((
             "steps".into(),
             Tensor::new(&[self.steps as f64], &candle_core::Device::Cpu)?,
@@ -226,15 +226,15 @@ impl Optimizer {
         Ok(out)
     }
 
-    /// Restores [`Optimizer::state`].
+    /// Restores [`Optimizer::state`] (copying the tensors: the optimiser updates its state in place).
     pub fn load_state(&mut self, state: &BTreeMap<String, Tensor>) -> Result<()> {
         self.first.clear();
         self.second.clear();
         for (k, v) in state {
             if let Some(n) = k.strip_prefix("first.") {
-                self.first.insert(n.to_string(), v.clone());
+                self.first.insert(n.to_string(), v.copy()?);
             } else if let Some(n) = k.strip_prefix("second.") {
-                self.second.insert(n.to_string(), v.clone());
+                self.second.insert(n.to_string(), v.copy()?);
             } else if k == "steps" {
                 self.steps = v
                     .flatten_all()?

@@ -1,0 +1,48 @@
+//! Runtime dispatch of plain element-wise loops to the widest x86 vectors the CPU has.
+//!
+//! The crate is compiled for baseline x86-64 (SSE2), so the loops the compiler vectorises on
+//! its own (axpy, dot products, copies) use 4-lane vectors even on an AVX-512 machine. [`wide`]
+//! runs a [`Kernel`] inside a function compiled with AVX-512F or AVX2 enabled (checked at run
+//! time); its `run`, marked `#[inline(always)]`, is compiled there with 16- or 8-lane vectors. No
+//! FMA is enabled and floating-point operations are never reassociated, so every path computes
+//! the same bits.
+
+/// A loop nest to compile for several vector widths: implement `run` with `#[inline(always)]`
+/// (and the helpers it calls too), or it is compiled once, for SSE2.
+pub(crate) trait Kernel {
+    /// What the loop returns.
+    type Out;
+    /// The loop.
+    fn run(self) -> Self::Out;
+}
+
+/// Runs `k`, compiled for AVX-512F or AVX2 when the CPU has them (bit-identical results).
+#[inline(always)]
+pub(crate) fn wide<K: Kernel>(k: K) -> K::Out {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F (checked on the line above).
+            #[allow(unsafe_code)]
+            return unsafe { with_avx512(k) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked on the line above).
+            #[allow(unsafe_code)]
+            return unsafe { with_avx2(k) };
+        }
+    }
+    k.run()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn with_avx512<K: Kernel>(k: K) -> K::Out {
+    k.run()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn with_avx2<K: Kernel>(k: K) -> K::Out {
+    k.run()
+}
