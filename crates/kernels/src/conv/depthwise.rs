@@ -21,7 +21,7 @@
 use rayon::prelude::*;
 
 use super::epilogue::{Epilogue, finish};
-use super::geometry::ConvGeometry;
+use super::geometry::{ConvGeometry, div_rem_stride};
 use crate::wide::{Kernel, wide};
 
 /// Accumulator lanes of the dot products (the vector width the compiler maps them to).
@@ -62,9 +62,10 @@ impl Phases {
     }
 
     /// Index of padded position `(row, col)`.
+    #[inline(always)]
     fn at(&self, row: usize, col: usize) -> usize {
-        let s = self.stride;
-        (((row % s) * s + col % s) * self.rows + row / s) * self.cols + col / s
+        let ((r, qr), (c, qc)) = (div_rem_stride(row, self.stride), div_rem_stride(col, self.stride));
+        ((qr * self.stride + qc) * self.rows + r) * self.cols + c
     }
 }
 

@@ -6,7 +6,7 @@
 
 use std::cell::RefCell;
 
-use super::geometry::ConvGeometry;
+use super::geometry::{ConvGeometry, div_rem_stride};
 use super::input_quant::{Packing, copy_packed};
 
 thread_local! {
@@ -40,7 +40,8 @@ impl PhaseLayout {
     /// Offset of padded column `c` of row `iy`.
     #[inline(always)]
     fn at(&self, g: &ConvGeometry, iy: usize, c: usize) -> usize {
-        ((c % g.stride) * g.h + iy) * self.width + c / g.stride
+        let (j, phase) = div_rem_stride(c, g.stride);
+        (phase * g.h + iy) * self.width + j
     }
 
     /// The real (unpadded) columns of phase `phase`: `(first phase column, first input column,
