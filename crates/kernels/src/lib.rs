@@ -8,7 +8,7 @@
 //!   Winograd F(2×2, 3×3) for stride-1 3×3 layers, pointwise convs as a plain GEMM and depthwise
 //!   convs as a direct loop over stride-phase-split planes. Deterministic for any thread count.
 //! - [`batch_norm`]: training-mode BatchNorm with a fused ReLU/ReLU6, closed-form backward.
-//! - [`add_relu`]: the end of a residual block, `relu(a + b)`, as one pass each way.
+//! - [`add_relu()`]: the end of a residual block, `relu(a + b)`, as one pass each way.
 //! - [`fake_quant`]: the fused fake-quant forward and closed-form backward (LSQ, LSQ+, PACT,
 //!   uniform) over plain slices, which `quarc-quant-core` wraps as candle custom ops.
 //!
