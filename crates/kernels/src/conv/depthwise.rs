@@ -89,8 +89,12 @@ fn fill(g: &ConvGeometry, ph: &Phases, plane: &[f32], buf: &mut Vec<f32>) {
     for (iy, row) in plane.chunks_exact(g.w).enumerate() {
         for_each_column_phase(g, ph, iy + g.padding, |first, at, count| {
             let dst = &mut buf[at..at + count];
-            for (d, v) in dst.iter_mut().zip(row[first..].iter().step_by(ph.stride)) {
-                *d = *v;
+            if ph.stride == 1 {
+                dst.copy_from_slice(row);
+            } else {
+                for (d, v) in dst.iter_mut().zip(row[first..].iter().step_by(ph.stride)) {
+                    *d = *v;
+                }
             }
         });
     }
@@ -102,10 +106,22 @@ fn crop(g: &ConvGeometry, ph: &Phases, buf: &[f32], plane: &mut [f32]) {
     for (iy, row) in plane.chunks_exact_mut(g.w).enumerate() {
         for_each_column_phase(g, ph, iy + g.padding, |first, at, count| {
             let src = &buf[at..at + count];
-            for (d, v) in row[first..].iter_mut().step_by(ph.stride).zip(src) {
-                *d = *v;
+            if ph.stride == 1 {
+                row.copy_from_slice(src);
+            } else {
+                for (d, v) in row[first..].iter_mut().step_by(ph.stride).zip(src) {
+                    *d = *v;
+                }
             }
         });
+    }
+}
+
+/// `y = a · x`.
+#[inline(always)]
+fn scale(a: f32, x: &[f32], y: &mut [f32]) {
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = a * x;
     }
 }
 
@@ -221,9 +237,14 @@ impl Kernel for ForwardImage<'_> {
             .zip(self.img.chunks_exact(g.p_in()));
         for (ch, (oplane, iplane)) in planes.enumerate() {
             fill(g, &p.ph, iplane, &mut s.buf);
-            s.grid.clear();
             s.grid.resize(p.ph.grid(), 0.0);
-            for &(tap, at) in &p.runs {
+            // the first tap writes the grid, the others add to it
+            let mut taps = p.runs.iter();
+            match taps.next() {
+                Some(&(tap, at)) => scale(self.w[ch * p.kk + tap], &s.buf[at..at + p.ph.grid()], &mut s.grid),
+                None => s.grid.fill(0.0),
+            }
+            for &(tap, at) in taps {
                 axpy(self.w[ch * p.kk + tap], &s.buf[at..at + p.ph.grid()], &mut s.grid);
             }
             from_grid(&p.ph, p.wo, &s.grid, oplane);
