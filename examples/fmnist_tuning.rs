@@ -6,8 +6,8 @@
 //! cargo run --release --example fmnist_tuning -- [--seeds 0] [--fraction 0.01] [--variants acs,acs-r10,...]
 //! ```
 //! Variants change one knob of the docs/results.md protocol each: the β schedule, the re-selection
-//! period R, the normalisation of EVS and DS before mixing, CCS selection, and the CLC layers and
-//! β. Every finished run appends one line to `<out>/results.jsonl` and is skipped on a re-run;
+//! period R, the normalisation of EVS and DS before mixing, CCS selection and its strata and pruned
+//! share, and the CLC layers and β. Every finished run appends one line to `<out>/results.jsonl` and is skipped on a re-run;
 //! `docs/tuning.md` is rewritten after each.
 
 use std::collections::BTreeMap;
@@ -19,7 +19,7 @@ use clap::Parser;
 use quarc::coreset::{BetaSchedule, CandidatePool, Normalization};
 use quarc::data::{Dataset, Normalize, Split, fashion_mnist, holdout_split};
 use quarc::train::report::{EpochRecord, read_jsonl};
-use quarc::train::{Experiment, ReferenceConfig, TrainConfig};
+use quarc::train::{Experiment, ReferenceConfig, SelectorKind, TrainConfig};
 use quarc_harness::protocol;
 use quarc_harness::report::mean_std_cell;
 use serde::{Deserialize, Serialize};
@@ -171,7 +171,33 @@ const VARIANTS: &[Variant] = &[
         "ACS top-k from a fresh random pool of 10× the budget",
         |c| c.candidate_pool = Some(CandidatePool { multiple: 10.0 }),
     ),
+    ("acs+ccs-prune0", "acs+ccs", "CCS pruning nothing (50 strata)", |c| {
+        set_ccs(c, 50, 0.0)
+    }),
+    (
+        "acs+ccs-prune0.3",
+        "acs+ccs",
+        "CCS pruning the hardest 30 % (50 strata)",
+        |c| set_ccs(c, 50, 0.3),
+    ),
+    (
+        "acs+ccs-bins10",
+        "acs+ccs",
+        "CCS with 10 strata (hardest 10 % pruned)",
+        |c| set_ccs(c, 10, 0.1),
+    ),
+    (
+        "acs+ccs-bins200",
+        "acs+ccs",
+        "CCS with 200 strata (hardest 10 % pruned)",
+        |c| set_ccs(c, 200, 0.1),
+    ),
 ];
+
+/// Sets the CCS selector's strata and pruned share.
+fn set_ccs(c: &mut TrainConfig, bins: usize, prune_fraction: f64) {
+    c.selector = SelectorKind::Stratified { bins, prune_fraction };
+}
 
 /// Sets the CLC weight β (a no-op without CLC).
 fn set_clc_beta(c: &mut TrainConfig, beta: f64) {
