@@ -1,0 +1,103 @@
+//! The inner loops of the depthwise passes, over fixed tiles of [`TILE`] outputs.
+//!
+//! A tile's sums live in a `[f32; TILE]` the compiler keeps in vector registers across all the
+//! taps (one AVX-512 register, two AVX2 ones), and no loop has a run-time remainder: buffers
+//! are padded to whole tiles. Every lane sums its terms in the same order whatever the vector
+//! width, so each build computes the same bits.
+
+/// Outputs per tile.
+pub(super) const TILE: usize = 16;
+
+/// `len` rounded up to whole tiles.
+pub(super) fn whole_tiles(len: usize) -> usize {
+    len.div_ceil(TILE) * TILE
+}
+
+/// `out[j] = Σ_t w_t · src[offset_t + j]` over the `(w_t, offset_t)` in order, tile by tile
+/// (`out.len()` a multiple of [`TILE`]; zero when there is no tap). The first term is a product,
+/// not an addition to zero.
+#[inline(always)]
+pub(super) fn weighted_sum(taps: &[(f32, usize)], src: &[f32], out: &mut [f32]) {
+    let Some((&(w0, at0), rest)) = taps.split_first() else {
+        out.fill(0.0);
+        return;
+    };
+    for (i, out) in out.chunks_exact_mut(TILE).enumerate() {
+        let base = i * TILE;
+        let mut acc = [0.0f32; TILE];
+        let x = &src[at0 + base..at0 + base + TILE];
+        for l in 0..TILE {
+            acc[l] = w0 * x[l];
+        }
+        for &(w, at) in rest {
+            let x = &src[at + base..at + base + TILE];
+            for l in 0..TILE {
+                acc[l] += w * x[l];
+            }
+        }
+        out.copy_from_slice(&acc);
+    }
+}
+
+/// `Σ a·b` over `a.len()` (a multiple of [`TILE`]) entries, in [`TILE`] f32 lane sums added in
+/// a fixed order.
+#[inline(always)]
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; TILE];
+    for (x, y) in a.chunks_exact(TILE).zip(b.chunks_exact(TILE)) {
+        for l in 0..TILE {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum()
+}
+
+/// `dst = src` for short rows, in 8-wide pieces (no call to `memcpy` per row).
+#[inline(always)]
+pub(super) fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        d.copy_from_slice(s); // 8 long, known when compiled: two moves, no call
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weighted_sum_adds_shifted_runs_tile_by_tile() {
+        let src: Vec<f32> = (0..48).map(|v| v as f32).collect();
+        let mut out = vec![f32::NAN; 32];
+        weighted_sum(&[(2.0, 0), (-1.0, 3)], &src, &mut out);
+        // 2·j − (j + 3) = j − 3
+        let want: Vec<f32> = (0..32).map(|j| j as f32 - 3.0).collect();
+        assert_eq!(out, want);
+        weighted_sum(&[], &src, &mut out);
+        assert!(out.iter().all(|v| *v == 0.0));
+    }
+
+    #[test]
+    fn dot_sums_every_tile() {
+        let a: Vec<f32> = (0..32).map(|v| v as f32).collect();
+        let b = vec![2.0f32; 40];
+        assert_eq!(dot(&a, &b), 992.0);
+        assert_eq!(whole_tiles(17), 32);
+        assert_eq!(whole_tiles(32), 32);
+        assert_eq!(whole_tiles(0), 0);
+    }
+
+    #[test]
+    fn copy_short_copies_pieces_and_tail() {
+        for n in [0usize, 3, 8, 13, 32] {
+            let src: Vec<f32> = (0..n).map(|v| v as f32 + 0.5).collect();
+            let mut dst = vec![0.0; n];
+            copy_short(&mut dst, &src);
+            assert_eq!(dst, src);
+        }
+    }
+}
