@@ -47,11 +47,27 @@ fn with_avx2<K: Kernel>(k: K) -> K::Out {
     k.run()
 }
 
+/// Planes shorter than this are not prefetched: the hardware prefetcher keeps up with them
+/// (prefetching the depthwise 8² planes measured slower), while a 16² or larger plane's first
+/// lines otherwise come at memory latency (prefetching one plane ahead measured up to 2.6×
+/// faster on the depthwise 32² stride-2 layer).
+const PREFETCH_MIN: usize = 256;
+
+/// Prefetches plane `i` of `data` (planes `len` long) when it exists and is not small.
+#[inline(always)]
+pub(crate) fn prefetch_plane(data: &[f32], i: usize, len: usize) {
+    if len >= PREFETCH_MIN
+        && let Some(plane) = data.get(i * len..(i + 1) * len)
+    {
+        prefetch(plane);
+    }
+}
+
 /// Asks the CPU to bring `data` into its caches ahead of use (a hint: nothing is read, nothing
-/// can fault). A plane about to be read is usually one 4 KiB page, where the hardware
+/// can fault). A plane about to be read is usually one 4 KiB page or more, where the hardware
 /// prefetcher starts over and the first lines come at memory latency.
 #[inline(always)]
-pub(crate) fn prefetch(data: &[f32]) {
+fn prefetch(data: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     for line in data.chunks(16) {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};

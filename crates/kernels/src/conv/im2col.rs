@@ -8,6 +8,7 @@ use std::cell::RefCell;
 
 use super::geometry::{ConvGeometry, div_rem_stride};
 use super::input_quant::{Packing, copy_packed};
+use crate::wide::prefetch_plane;
 
 thread_local! {
     /// Per-thread scratch for one zero-padded, column-phase-split input plane.
@@ -76,6 +77,7 @@ pub(crate) fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, co
         ph.clear();
         ph.resize(lay.len(g), 0.0);
         for ci in 0..g.c_in {
+            prefetch_plane(x, ci + 1, g.p_in());
             let plane = &x[ci * g.p_in()..(ci + 1) * g.p_in()];
             for iy in 0..g.h {
                 let src = &plane[iy * g.w..(iy + 1) * g.w];
@@ -114,6 +116,7 @@ pub(crate) fn col2im_add(g: &ConvGeometry, col: &[f32], ld: usize, col0: usize, 
     PHASES.with_borrow_mut(|ph| {
         ph.resize(lay.len(g), 0.0);
         for ci in 0..g.c_in {
+            prefetch_plane(dx, ci + 1, g.p_in());
             ph.fill(0.0);
             for ky in 0..g.kh {
                 for kx in 0..g.kw {
@@ -148,6 +151,7 @@ pub(crate) fn col2im_add(g: &ConvGeometry, col: &[f32], ld: usize, col0: usize, 
 fn im2col_direct(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, col0: usize, q: Option<&Packing>) {
     let (ho, wo, p) = (g.h_out(), g.w_out(), g.p_out());
     for ci in 0..g.c_in {
+        prefetch_plane(x, ci + 1, g.p_in());
         let plane = &x[ci * g.p_in()..(ci + 1) * g.p_in()];
         for ky in 0..g.kh {
             let (oy_lo, oy_hi) = g.valid_outputs(ky, g.h, ho);
@@ -177,6 +181,7 @@ fn im2col_direct(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, col0: 
 fn col2im_add_direct(g: &ConvGeometry, col: &[f32], ld: usize, col0: usize, dx: &mut [f32]) {
     let (ho, wo, p) = (g.h_out(), g.w_out(), g.p_out());
     for ci in 0..g.c_in {
+        prefetch_plane(dx, ci + 1, g.p_in());
         let plane = &mut dx[ci * g.p_in()..(ci + 1) * g.p_in()];
         for ky in 0..g.kh {
             let (oy_lo, oy_hi) = g.valid_outputs(ky, g.h, ho);
