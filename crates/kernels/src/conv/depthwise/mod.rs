@@ -11,7 +11,7 @@
 //! - forward: `grid += w[tap] · run`, then the grid's first `w_out` columns are the output,
 //! - input gradient: `run += w[tap] · dy_grid` (extra columns zero) into a zeroed phase buffer,
 //!   which is then cropped back into the plane,
-//! - weight gradient: `dw[tap] += dy_grid · run` (a dot product per tap).
+//! - weight gradient: `dw[tap] += dy_grid · run` (a dot product per tap, kept in lanes until the end).
 //!
 //! The input gradient is computed as a gather instead: each phase entry sums, over the taps of
 //! its phase, `w[tap]` times the output-gradient grid shifted by the tap's run start (the grid
@@ -30,7 +30,7 @@ use super::epilogue::{Epilogue, finish};
 use super::geometry::ConvGeometry;
 use crate::wide::{Kernel, prefetch_plane, wide};
 use layout::{Phases, Zeroed, crop, fill, from_grid, runs, to_grid};
-use tiles::{TILE, dot, weighted_sum, whole_tiles};
+use tiles::{TILE, dot_lanes, weighted_sum, whole_tiles};
 
 mod layout;
 mod tiles;
@@ -104,8 +104,8 @@ struct Scratch {
     phases: Vec<f32>,
     /// The current channel's `(weight, offset)` per tap.
     taps: Vec<(f32, usize)>,
-    /// The weight gradient's f64 sums.
-    sums: Vec<f64>,
+    /// The weight gradient's f64 sums, per tap and lane.
+    sums: Vec<[f64; TILE]>,
 }
 
 /// `out[b, c] = x[b, c] ⋆ w[c]`, then `epi` per image.
@@ -195,7 +195,7 @@ impl Kernel for GradInputImage<'_> {
     }
 }
 
-/// `dw[c] = Σ_b dy[b, c] ⋆ x[b, c]`: per image an f32 dot product per tap, accumulated in f64
+/// `dw[c] = Σ_b dy[b, c] ⋆ x[b, c]`: per image f32 dot-product lanes per tap, accumulated in f64
 /// over the batch in order, one channel per task.
 pub(crate) fn grad_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let plan = Plan::of(g);
@@ -224,7 +224,7 @@ impl Kernel for GradWeightChannel<'_> {
     fn run(self) {
         let (p, g, s) = (self.plan, self.plan.g, self.s);
         s.sums.clear();
-        s.sums.resize(p.kk, 0.0);
+        s.sums.resize(p.kk, [0.0; TILE]);
         let tiles = p.grid[5];
         let (buf, grid) = (s.padded.get(p.padded), s.grid.get(p.grid));
         for b in 0..g.batch {
@@ -235,11 +235,15 @@ impl Kernel for GradWeightChannel<'_> {
             fill(g, &p.ph, &self.x[pi..pi + g.p_in()], buf);
             to_grid(&p.ph, p.wo, &self.dy[po..po + g.p_out()], grid);
             for &(tap, at) in &p.runs {
-                s.sums[tap] += dot(grid, &buf[at..at + tiles]) as f64;
+                let lanes = dot_lanes(grid, &buf[at..at + tiles]);
+                for (sum, lane) in s.sums[tap].iter_mut().zip(lanes) {
+                    *sum += lane as f64;
+                }
             }
         }
+        // one horizontal sum per tap and call, not per image (a 16-add chain each)
         for (d, a) in self.dw.iter_mut().zip(&s.sums) {
-            *d = *a as f32;
+            *d = a.iter().sum::<f64>() as f32;
         }
     }
 }

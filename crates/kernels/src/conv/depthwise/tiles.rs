@@ -39,17 +39,17 @@ pub(super) fn weighted_sum(taps: &[(f32, usize)], src: &[f32], out: &mut [f32]) 
     }
 }
 
-/// `Σ a·b` over `a.len()` (a multiple of [`TILE`]) entries, in [`TILE`] f32 lane sums added in
-/// a fixed order.
+/// The [`TILE`] lane sums of `Σ a·b` over `a.len()` (a multiple of [`TILE`]) entries: lane `l`
+/// sums the entries `l, l + TILE, …` in order.
 #[inline(always)]
-pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(super) fn dot_lanes(a: &[f32], b: &[f32]) -> [f32; TILE] {
     let mut acc = [0.0f32; TILE];
     for (x, y) in a.chunks_exact(TILE).zip(b.chunks_exact(TILE)) {
         for l in 0..TILE {
             acc[l] += x[l] * y[l];
         }
     }
-    acc.iter().sum()
+    acc
 }
 
 /// `dst = src` for short rows, in 8-wide pieces (no call to `memcpy` per row).
@@ -82,10 +82,12 @@ mod tests {
     }
 
     #[test]
-    fn dot_sums_every_tile() {
+    fn dot_lanes_sum_every_tile() {
         let a: Vec<f32> = (0..32).map(|v| v as f32).collect();
         let b = vec![2.0f32; 40];
-        assert_eq!(dot(&a, &b), 992.0);
+        let lanes = dot_lanes(&a, &b);
+        assert_eq!(lanes[0], 2.0 * (0.0 + 16.0));
+        assert_eq!(lanes.iter().sum::<f32>(), 992.0);
         assert_eq!(whole_tiles(17), 32);
         assert_eq!(whole_tiles(32), 32);
         assert_eq!(whole_tiles(0), 0);
