@@ -13,17 +13,34 @@ pub(super) fn whole_tiles(len: usize) -> usize {
     len.div_ceil(TILE) * TILE
 }
 
-/// `out[j] = Σ_t w_t · src[offset_t + j]` over the `(w_t, offset_t)` in order, tile by tile
-/// (`out.len()` a multiple of [`TILE`]; zero when there is no tap). The first term is a product,
-/// not an addition to zero.
+/// `out[j] = Σ_t w_t · src[offset_t + j]` over the `(w_t, offset_t)` in order (`out.len()` a
+/// multiple of [`TILE`]; zero when there is no tap). The first term is a product, not an
+/// addition to zero. Two tiles go through the taps together: two independent sums in flight.
 #[inline(always)]
 pub(super) fn weighted_sum(taps: &[(f32, usize)], src: &[f32], out: &mut [f32]) {
     let Some((&(w0, at0), rest)) = taps.split_first() else {
         out.fill(0.0);
         return;
     };
-    for (i, out) in out.chunks_exact_mut(TILE).enumerate() {
-        let base = i * TILE;
+    let base = out.len() / (2 * TILE) * 2 * TILE;
+    let mut pairs = out.chunks_exact_mut(2 * TILE);
+    for (i, out) in (&mut pairs).enumerate() {
+        let base = i * 2 * TILE;
+        let mut acc = [0.0f32; 2 * TILE];
+        let x = &src[at0 + base..at0 + base + 2 * TILE];
+        for l in 0..2 * TILE {
+            acc[l] = w0 * x[l];
+        }
+        for &(w, at) in rest {
+            let x = &src[at + base..at + base + 2 * TILE];
+            for l in 0..2 * TILE {
+                acc[l] += w * x[l];
+            }
+        }
+        out.copy_from_slice(&acc);
+    }
+    let out = pairs.into_remainder();
+    if !out.is_empty() {
         let mut acc = [0.0f32; TILE];
         let x = &src[at0 + base..at0 + base + TILE];
         for l in 0..TILE {
