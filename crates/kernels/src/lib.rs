@@ -37,6 +37,7 @@ pub mod fake_quant;
 pub mod float;
 pub mod gemm;
 mod storage;
+mod transpose;
 mod wide;
 
 pub use add_relu::{add_relu, add_relu_reference};

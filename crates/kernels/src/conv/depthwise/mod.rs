@@ -32,6 +32,7 @@ use crate::wide::{Kernel, prefetch_plane, wide};
 use layout::{Phases, Zeroed, crop, fill, from_grid, runs, to_grid};
 use tiles::{TILE, dot_lanes, weighted_sum, whole_tiles};
 
+mod blocked;
 mod layout;
 mod tiles;
 
@@ -110,6 +111,15 @@ struct Scratch {
 
 /// `out[b, c] = x[b, c] ⋆ w[c]`, then `epi` per image.
 pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32], epi: Option<&Epilogue<'_>>) {
+    if blocked::suits(g) {
+        blocked::forward(g, x, w, out, epi)
+    } else {
+        forward_planes(g, x, w, out, epi)
+    }
+}
+
+/// [`forward`] plane by plane.
+fn forward_planes(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32], epi: Option<&Epilogue<'_>>) {
     let plan = Plan::of(g);
     out.par_chunks_mut(g.c_in * g.p_out())
         .zip(x.par_chunks(g.c_in * g.p_in()))
@@ -153,6 +163,15 @@ impl Kernel for ForwardImage<'_> {
 /// `dx[b, c] = dy[b, c] ⋆ᵀ w[c]`: each phase entry gathers the output gradient along the taps
 /// of its phase; the phases are then cropped into the plane.
 pub(crate) fn grad_input(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    if blocked::suits(g) {
+        blocked::grad_input(g, dy, w, dx)
+    } else {
+        grad_input_planes(g, dy, w, dx)
+    }
+}
+
+/// [`grad_input`] plane by plane.
+fn grad_input_planes(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let plan = Plan::of(g);
     dx.par_chunks_mut(g.c_in * g.p_in())
         .zip(dy.par_chunks(g.c_in * g.p_out()))
@@ -198,6 +217,15 @@ impl Kernel for GradInputImage<'_> {
 /// `dw[c] = Σ_b dy[b, c] ⋆ x[b, c]`: per image f32 dot-product lanes per tap, accumulated in f64
 /// over the batch in order, one channel per task.
 pub(crate) fn grad_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
+    if blocked::suits(g) {
+        blocked::grad_weight(g, x, dy, dw)
+    } else {
+        grad_weight_planes(g, x, dy, dw)
+    }
+}
+
+/// [`grad_weight`] plane by plane.
+fn grad_weight_planes(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
     let plan = Plan::of(g);
     dw.par_chunks_mut(plan.kk)
         .enumerate()
