@@ -34,6 +34,7 @@
 pub mod add_relu;
 pub mod batch_norm;
 pub mod conv;
+mod copy;
 pub mod fake_quant;
 pub mod float;
 pub mod gemm;

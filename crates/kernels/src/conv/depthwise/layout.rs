@@ -2,7 +2,7 @@
 //! phases, the output grid, and the copies between them and the NCHW planes.
 
 use super::super::geometry::{ConvGeometry, div_rem_stride};
-use super::tiles::copy_short;
+use crate::copy::copy_short;
 
 /// How a plane's padded, phase-split copy and its output grid are laid out.
 #[derive(Clone, Copy, Debug, PartialEq)]
