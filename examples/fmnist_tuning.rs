@@ -192,6 +192,18 @@ const VARIANTS: &[Variant] = &[
         "CCS with 200 strata (hardest 10 % pruned)",
         |c| set_ccs(c, 200, 0.1),
     ),
+    (
+        "rs2+clc-beta10",
+        "rs2+clc",
+        "RS2 + CLC on conv2, conv3 (β = 10)",
+        |c| set_clc_beta(c, 10.0),
+    ),
+    (
+        "quarc+ccs+clc-beta10",
+        "quarc+ccs+clc",
+        "QuaRC score, CCS, CLC on conv2, conv3 (β = 10)",
+        |c| set_clc_beta(c, 10.0),
+    ),
 ];
 
 /// Sets the CCS selector's strata and pruned share.
@@ -358,7 +370,7 @@ fn write_table(a: &Args, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>>
 /// layer's CLC before β, and β times their mean (what the objective adds), at epochs 1, 10, 20.
 fn clc_magnitudes(a: &Args, rows: &[Row]) -> String {
     let mut runs: BTreeMap<(String, String), Vec<Vec<EpochRecord>>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| r.variant.starts_with("quarc+clc")) {
+    for r in rows.iter().filter(|r| r.variant.contains("clc")) {
         let dir = a.out.join(format!("{}-f{}-seed{}", r.variant, r.fraction, r.seed));
         if let Ok(log) = read_jsonl::<EpochRecord>(&dir.join("log.jsonl")) {
             let key = (format!("{:.1}%", 100.0 * r.fraction), r.variant.clone());
