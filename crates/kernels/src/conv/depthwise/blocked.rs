@@ -10,8 +10,10 @@
 //!
 //! - forward: the tap sum per position (first tap a product, then additions in tap order, the
 //!   same arithmetic as the plane-by-plane forward), de-interleaved into the output planes;
-//! - input gradient: each output-gradient vector scattered along the taps into a zeroed padded
-//!   buffer (additions in position-then-tap order), whose interior is de-interleaved;
+//! - input gradient: at stride 1 the same tap sum over the output gradient with the taps flipped
+//!   (`Gather`; the same sums as the plane-by-plane gather); otherwise each output-gradient vector
+//!   scattered along the taps, tap by tap, into a zeroed padded buffer whose interior is
+//!   de-interleaved;
 //! - weight gradient: per image, f32 lane sums per tap over the positions, then added in f64 over
 //!   the batch in order.
 
@@ -114,16 +116,11 @@ impl<'a> Layout<'a> {
         }
     }
 
-    /// Channels of block `b` as `(first channel, count)` (always [`LANES`] here).
-    fn block(&self, b: usize) -> (usize, usize) {
-        (b * LANES, LANES)
-    }
-
-    /// The block's weights, tap-major: `out[tap][lane] = w[c0 + lane][tap]`, zero past `n`.
-    fn weights(&self, w: &[f32], (c0, n): (usize, usize), out: &mut Vec<[f32; LANES]>) {
+    /// The block's weights, tap-major: `out[tap][lane] = w[c0 + lane][tap]`.
+    fn weights(&self, w: &[f32], c0: usize, out: &mut Vec<[f32; LANES]>) {
         out.clear();
         out.resize(self.kk, [0.0; LANES]);
-        for lane in 0..n {
+        for lane in 0..LANES {
             for (tap, v) in w[(c0 + lane) * self.kk..(c0 + lane + 1) * self.kk].iter().enumerate() {
                 out[tap][lane] = *v;
             }
@@ -133,7 +130,7 @@ impl<'a> Layout<'a> {
     /// Interleaves planes `c0..c0 + 16` of `image` (`c_in` planes of `h × w`) into the interior
     /// of the padded buffer `dst` through `inter`; the padding must already be zero.
     #[inline(always)]
-    fn pad_in(&self, image: &[f32], (c0, _): (usize, usize), inter: &mut [f32], dst: &mut [f32]) {
+    fn pad_in(&self, image: &[f32], c0: usize, inter: &mut [f32], dst: &mut [f32]) {
         let (g, row) = (self.g, self.g.w * LANES);
         interleave16(&image[c0 * g.p_in()..], g.p_in(), g.p_in(), inter);
         for (iy, src) in inter.chunks_exact(row).enumerate() {
@@ -144,7 +141,7 @@ impl<'a> Layout<'a> {
 
     /// The interior of the padded buffer `src` back into planes `c0..c0 + 16` of `image`.
     #[inline(always)]
-    fn unpad_out(&self, src: &[f32], (c0, _): (usize, usize), inter: &mut [f32], image: &mut [f32]) {
+    fn unpad_out(&self, src: &[f32], c0: usize, inter: &mut [f32], image: &mut [f32]) {
         let (g, row) = (self.g, self.g.w * LANES);
         for (iy, dst) in inter.chunks_exact_mut(row).enumerate() {
             let start = ((iy + g.padding) * self.wp + g.padding) * LANES;
@@ -156,13 +153,13 @@ impl<'a> Layout<'a> {
 
 /// Planes `c0..c0 + 16` (of `p` values each) of `image` into `dst` (`p × LANES`).
 #[inline(always)]
-fn interleave(image: &[f32], p: usize, (c0, _): (usize, usize), dst: &mut [f32]) {
+fn interleave(image: &[f32], p: usize, c0: usize, dst: &mut [f32]) {
     interleave16(&image[c0 * p..], p, p, dst);
 }
 
 /// The inverse of [`interleave`].
 #[inline(always)]
-fn deinterleave(src: &[f32], p: usize, (c0, _): (usize, usize), image: &mut [f32]) {
+fn deinterleave(src: &[f32], p: usize, c0: usize, image: &mut [f32]) {
     deinterleave16(src, p, p, &mut image[c0 * p..]);
 }
 
@@ -316,11 +313,11 @@ impl Kernel for ForwardImage<'_> {
         let (lay, s) = (self.lay, self.s);
         s.zero(lay.g.p_in(), lay.len, lay.g.p_out());
         for b in 0..blocks(lay.g) {
-            let block = lay.block(b);
-            lay.pad_in(self.img, block, &mut s.inter, &mut s.padded);
-            lay.weights(self.w, block, &mut s.weights);
+            let c0 = b * LANES;
+            lay.pad_in(self.img, c0, &mut s.inter, &mut s.padded);
+            lay.weights(self.w, c0, &mut s.weights);
             tap_sums(&s.weights, &lay.offsets, &lay.bases, &s.padded, &mut s.grid);
-            deinterleave(&s.grid, lay.g.p_out(), block, self.out);
+            deinterleave(&s.grid, lay.g.p_out(), c0, self.out);
         }
     }
 }
@@ -355,12 +352,12 @@ impl Kernel for GradInputImage<'_> {
         }
         s.zero(lay.g.p_in(), lay.len, lay.g.p_out());
         for b in 0..blocks(lay.g) {
-            let block = lay.block(b);
-            interleave(self.dy, lay.g.p_out(), block, &mut s.grid);
-            lay.weights(self.w, block, &mut s.weights);
+            let c0 = b * LANES;
+            interleave(self.dy, lay.g.p_out(), c0, &mut s.grid);
+            lay.weights(self.w, c0, &mut s.weights);
             s.padded.fill(0.0);
             scatter_taps(&s.weights, &lay.offsets, &lay.bases, &s.grid, &mut s.padded);
-            lay.unpad_out(&s.padded, block, &mut s.inter, self.dx);
+            lay.unpad_out(&s.padded, c0, &mut s.inter, self.dx);
         }
     }
 }
@@ -372,12 +369,12 @@ fn gather_image(lay: &Layout<'_>, gather: &Gather, w: &[f32], dy: &[f32], dx: &m
     // the buffer's border stays zero: every block overwrites the same interior
     s.zero(g.p_in(), gather.len, g.p_out());
     for b in 0..blocks(g) {
-        let block = lay.block(b);
-        interleave(dy, g.p_out(), block, &mut s.grid);
+        let c0 = b * LANES;
+        interleave(dy, g.p_out(), c0, &mut s.grid);
         gather.place(g, &s.grid, &mut s.padded);
-        lay.weights(w, block, &mut s.weights);
+        lay.weights(w, c0, &mut s.weights);
         tap_sums(&s.weights, &gather.offsets, &gather.bases, &s.padded, &mut s.inter);
-        deinterleave(&s.inter, g.p_in(), block, dx);
+        deinterleave(&s.inter, g.p_in(), c0, dx);
     }
 }
 
@@ -407,13 +404,13 @@ impl Kernel for GradWeightBlock<'_> {
     #[inline(always)]
     fn run(self) {
         let (lay, s, g) = (self.lay, self.s, self.lay.g);
-        let block = lay.block(self.b);
+        let c0 = self.b * LANES;
         s.zero(g.p_in(), lay.len, g.p_out());
         s.sums.clear();
         s.sums.resize(lay.kk, [0.0; LANES]);
         for image in 0..g.batch {
-            lay.pad_in(&self.x[image * g.c_in * g.p_in()..], block, &mut s.inter, &mut s.padded);
-            interleave(&self.dy[image * g.c_in * g.p_out()..], g.p_out(), block, &mut s.grid);
+            lay.pad_in(&self.x[image * g.c_in * g.p_in()..], c0, &mut s.inter, &mut s.padded);
+            interleave(&self.dy[image * g.c_in * g.p_out()..], g.p_out(), c0, &mut s.grid);
             s.lanes.clear();
             s.lanes.resize(lay.kk, [0.0; LANES]);
             weight_lanes(&lay.offsets, &lay.bases, &s.padded, &s.grid, &mut s.lanes);
