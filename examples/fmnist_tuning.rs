@@ -356,19 +356,27 @@ fn write_table(a: &Args, rows: &[Row]) -> Result<(), Box<dyn std::error::Error>>
             rs.iter().map(|r| r.wall_secs).sum::<f64>() / n
         );
     }
-    md += &clc_magnitudes(a, rows);
+    md += &clc_magnitudes(a, rows, &[0, 9, 19]);
+    let every: Vec<usize> = (0..a.epochs).collect();
+    let per_epoch = format!(
+        "# CLC magnitudes per epoch (FMNIST-W2A2 validation split)\n\nEvery epoch of the table in tuning.md, written by \
+         `fmnist_tuning` with it.\n{}",
+        clc_magnitudes(a, rows, &every)
+    );
     if let Ok(notes) = std::fs::read_to_string(a.docs.join("tuning-status.md")) {
         md += "\n";
         md += &notes;
     }
     std::fs::create_dir_all(&a.docs)?;
     quarc::quant_core::atomic_write(&a.docs.join("tuning.md"), md.as_bytes())?;
+    quarc::quant_core::atomic_write(&a.docs.join("tuning-clc.md"), per_epoch.as_bytes())?;
     Ok(())
 }
 
 /// The raw per-epoch loss terms of the CLC variants (mean over the seeds run): KD, CE and each
-/// layer's CLC before β, and β times their mean (what the objective adds), at epochs 1, 10, 20.
-fn clc_magnitudes(a: &Args, rows: &[Row]) -> String {
+/// layer's CLC before β, and β times their mean (what the objective adds), at the given epochs
+/// (0-based; printed 1-based).
+fn clc_magnitudes(a: &Args, rows: &[Row], epochs: &[usize]) -> String {
     let mut runs: BTreeMap<(String, String), Vec<Vec<EpochRecord>>> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.variant.contains("clc")) {
         let dir = a.out.join(format!("{}-f{}-seed{}", r.variant, r.fraction, r.seed));
@@ -382,7 +390,8 @@ fn clc_magnitudes(a: &Args, rows: &[Row]) -> String {
     }
     let mut md = String::from(
         "\n## CLC magnitudes\n\nRaw per-epoch loss terms of the CLC runs (each run's `log.jsonl`, mean over its seeds): KD and \
-         CE as trained on, each layer's feature KL before β, and β × their mean (the term the objective adds).\n\n\
+         CE as trained on, each layer's feature KL before β, and β × their mean (the term the objective adds); tuning.md \
+         shows epochs 1, 10 and 20, tuning-clc.md every epoch.\n\n\
          | fraction | variant | β | seeds | epoch | KD | CE | CLC conv2 | CLC conv3 | β · CLC |\n|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for ((f, variant), logs) in &runs {
@@ -390,7 +399,7 @@ fn clc_magnitudes(a: &Args, rows: &[Row]) -> String {
             .rsplit_once("-beta")
             .map_or(Ok(1.0), |(_, b)| b.parse())
             .unwrap_or(f64::NAN);
-        for epoch in [0usize, 9, 19] {
+        for &epoch in epochs {
             let at: Vec<&EpochRecord> = logs
                 .iter()
                 .filter_map(|l| l.iter().find(|e| e.epoch == epoch))
