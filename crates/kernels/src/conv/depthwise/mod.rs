@@ -8,16 +8,18 @@
 //! whole plane is then **one** contiguous run, whatever the stride and dilation, and each pass is
 //! one long vector loop per tap instead of one short loop per output row:
 //!
-//! - forward: `grid += w[tap] · run`, then the grid's first `w_out` columns are the output,
-//! - input gradient: `run += w[tap] · dy_grid` (extra columns zero) into a zeroed phase buffer,
-//!   which is then cropped back into the plane,
-//! - weight gradient: `dw[tap] += dy_grid · run` (a dot product per tap, kept in lanes until the end).
+//! - forward: `grid = Σ_tap w[tap] · run`, then the grid's first `w_out` columns are the output;
+//! - input gradient: as a gather — each phase entry sums, over the taps of its phase, `w[tap]`
+//!   times the output-gradient grid shifted by the tap's run start (the grid sits in a
+//!   zero-extended copy, so no tap needs a bounds test); the phases are then cropped back into
+//!   the plane;
+//! - weight gradient: `dw[tap] += dy_grid · run` (a dot product per tap, kept in lanes until the
+//!   end of the batch).
 //!
-//! The input gradient is computed as a gather instead: each phase entry sums, over the taps of
-//! its phase, `w[tap]` times the output-gradient grid shifted by the tap's run start (the grid
-//! sits in a zero-extended copy, so no tap needs a bounds test). The inner loops run over fixed
-//! tiles of outputs held in registers (`tiles`), and the buffers are zeroed once per call, not
-//! per plane: every plane overwrites the same entries (`layout::Zeroed`).
+//! The inner loops run over fixed tiles of outputs held in registers (`tiles`), the buffers are
+//! zeroed once per call, not per plane (every plane overwrites the same entries:
+//! `layout::Zeroed`), and the next plane of 16² or more is prefetched while one is worked on.
+//! Planes of at most 100 values take the 16-channel blocked passes (`blocked`) on AVX-512F.
 //!
 //! A 32² plane's buffers are a few KiB and stay in L1, and no whole image changes layout. Rayon
 //! runs over images for the forward and input gradient, and over channels for the weight
