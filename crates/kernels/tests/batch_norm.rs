@@ -59,14 +59,7 @@ fn check(n: usize, c: usize, h: usize, w: usize, act: Activation, seed: u64) {
             .map(|(v, g)| g.abs() / (v + 1e-5).sqrt())
             .fold(0.0f32, f32::max)
             * up.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    let dx_err = (&a.2 - &b.2)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let dx_err = common::max_abs_diff(&a.2, &b.2);
     assert!(
         dx_err <= 1e-5 * natural,
         "dx {ctx}: {dx_err} against a scale of {natural}"
@@ -98,14 +91,7 @@ fn check(n: usize, c: usize, h: usize, w: usize, act: Activation, seed: u64) {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap();
-    let dgamma_err = (&a.3 - &b.3)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let dgamma_err = common::max_abs_diff(&a.3, &b.3);
     assert!(
         dgamma_err <= 1e-5 * dgamma_scale.max(1e-3),
         "dγ {ctx}: {dgamma_err} against a scale of {dgamma_scale}"

@@ -11,16 +11,21 @@ pub fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
     rel_err_floor(a, b, 1e-3)
 }
 
-/// max |a − b| / max(|b|_∞, `floor`).
-pub fn rel_err_floor(a: &Tensor, b: &Tensor, floor: f32) -> f32 {
-    let diff = (a - b)
+/// max |a − b|.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
         .unwrap()
         .abs()
         .unwrap()
         .max_all()
         .unwrap()
         .to_scalar::<f32>()
-        .unwrap();
+        .unwrap()
+}
+
+/// max |a − b| / max(|b|_∞, `floor`).
+pub fn rel_err_floor(a: &Tensor, b: &Tensor, floor: f32) -> f32 {
+    let diff = max_abs_diff(a, b);
     let scale = b
         .abs()
         .unwrap()
