@@ -127,7 +127,7 @@ fn run_one(
     let config = protocol::fmnist_w2a2(spec, fraction, a.epochs, seed, reference)?;
     let t0 = Instant::now();
     let run_dir = a.out.join(format!("{spec}-f{}-seed{seed}", config.fraction));
-    let s = Experiment {
+    let mut exp = Experiment {
         config,
         train: train.clone(),
         test: test.clone(),
@@ -137,8 +137,13 @@ fn run_one(
         verbose: true,
         noise: None,
         custom: Default::default(),
-    }
-    .run()?;
+    };
+    let proxy_secs = if quarc_harness::proxy::wants_proxy(spec) {
+        quarc_harness::proxy::attach_proxy(&mut exp, &a.out.join(format!("proxy-seed{seed}.safetensors")))?
+    } else {
+        0.0
+    };
+    let s = exp.run()?;
     Ok(ResultRow {
         method: spec.to_string(),
         fraction: s.fraction,
@@ -146,7 +151,7 @@ fn run_one(
         reference_accuracy: s.reference_accuracy,
         final_accuracy: s.final_accuracy,
         best_accuracy: s.best_accuracy,
-        scoring_secs: s.scoring_secs,
+        scoring_secs: s.scoring_secs + proxy_secs,
         selection_secs: s.selection_secs,
         training_secs: s.training_secs,
         wall_secs: t0.elapsed().as_secs_f64(),

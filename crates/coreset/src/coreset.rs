@@ -226,7 +226,7 @@ impl Coreset {
             .score_indices(&indices, &progress)
             .ok_or_else(|| Error::MissingInput {
                 scorer: self.scorer.name(),
-                what: "scores by index (needs() says index_only, but score_indices gave none)".into(),
+                what: "a score for every dataset index (needs() says index_only, but score_indices gave none: given scores shorter than the data set?)".into(),
             })?;
         self.table.as_mut().ok_or(Error::NoScores)?.record(&indices, &scores)?;
         self.select()?;

@@ -8,7 +8,8 @@
 //!   (EVS), [`Disagreement`] (DS), [`RelativeEntropy`] (QuaRC's RES), the combinators
 //!   [`Annealed`] (ACS: `β(t)·EVS + (1 − β(t))·DS`) and [`WeightedSum`] (QuaRC: ACS + λ·RES),
 //!   and baselines [`RandomScore`], [`Loss`], [`El2n`], [`Entropy`], [`Margin`], [`Forgetting`],
-//!   [`GradNormLastLayer`], [`Moderate`].
+//!   [`GradNormLastLayer`], [`Moderate`], and [`GivenScores`] (scores computed before training,
+//!   e.g. by full-precision proxy runs; selected without a forward pass).
 //! - [`Selector`]: [`TopK`], [`ClassBalanced`] (wraps any selector), [`Stratified`] (CCS),
 //!   [`RandomSelector`]; deterministic tie-break by ascending index.
 //! - [`ScoreTable`] (streaming, any batch order, shard merge, safetensors), [`SelectionSchedule`]
@@ -102,8 +103,9 @@ pub use pool::CandidatePool;
 pub use quarc_base::{FeatureMap, ModelOutput, Progress, SplitMix64, candle_core};
 pub use schedule::SelectionSchedule;
 pub use scorer::{
-    Annealed, BetaSchedule, Disagreement, Divergence, El2n, Entropy, ErrorVector, Forgetting, GradNormLastLayer, Loss,
-    Margin, ModelSource, Moderate, Normalization, RandomScore, RelativeEntropy, Scorer, WeightedSum,
+    Annealed, BetaSchedule, Disagreement, Divergence, El2n, Entropy, ErrorVector, Forgetting, GivenScores,
+    GradNormLastLayer, Loss, Margin, ModelSource, Moderate, Normalization, RandomScore, RelativeEntropy, Scorer,
+    WeightedSum,
 };
 pub use selector::{
     Budget, ClassBalanced, Direction, RandomSelector, Rs2, SelectContext, Selection, Selector, Stratified, TopK,

@@ -300,3 +300,27 @@ fn forgetting_through_the_orchestrator() {
     .unwrap();
     assert_eq!(c.select().unwrap().indices, vec![2]);
 }
+
+#[test]
+fn given_scores_select_without_a_pass_and_refuse_a_shorter_score_vector() {
+    // Class 0 = even indices, class 1 = odd; the highest given score of each class wins.
+    let scores = vec![0.3, 0.8, 0.9, 0.1, 0.5, 0.2];
+    let labels: Vec<u32> = (0..6).map(|i| i % 2).collect();
+    let config = CoresetConfig::preset("el2n", 1.0 / 3.0, 5).unwrap();
+    let given = GivenScores::new("offline", scores.clone()).unwrap();
+    let mut c = config.build_with_scorer(Box::new(given), labels.clone(), 2, 0).unwrap();
+    assert!(c.needs().index_only);
+    let picked = c.select_without_pass(Progress::new(0, 1)).unwrap().indices.clone();
+    assert_eq!(picked, vec![1, 2]);
+    assert_eq!(c.history()[0].scored, 0);
+    // Scores for 5 samples, a data set of 6: a typed error, not a panic or a silent pick.
+    let short = GivenScores::new("short", scores[..5].to_vec()).unwrap();
+    let mut c = config.build_with_scorer(Box::new(short), labels, 2, 0).unwrap();
+    let err = c.select_without_pass(Progress::new(0, 1)).unwrap_err();
+    assert!(matches!(err, Error::MissingInput { .. }), "{err}");
+    assert!(GivenScores::new("empty", vec![]).is_err());
+    assert!(matches!(
+        GivenScores::new("inf", vec![0.0, f32::INFINITY]),
+        Err(Error::NonFinite { .. })
+    ));
+}

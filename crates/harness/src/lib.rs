@@ -3,13 +3,14 @@
 //! The research harness behind the repository's result tables and examples, kept out of the
 //! library crates: the named experiment protocols ([`protocol`]), the writer of marked sections
 //! of docs/results.md ([`doc_section`]), the CIFAR-10 command line and synthetic data writer
-//! ([`cifar`]), the resumable [`sweep`] every table example runs, table helpers ([`report`]) and
+//! ([`cifar`]), the proxy-scored EL2N and forgetting rows ([`proxy`]), the resumable [`sweep`] every table example runs, table helpers ([`report`]) and
 //! the examples' logging switch ([`init_logging`]).
 
 pub mod cifar;
 pub mod doc_section;
 pub mod fuzz;
 pub mod protocol;
+pub mod proxy;
 pub mod quickstart;
 pub mod report;
 mod sweep;

@@ -7,7 +7,7 @@ use quarc_correction::SoftmaxAxis;
 use quarc_train::{ClcConfig, ClcLoss, Method, ObjectiveConfig, ReferenceConfig, Result, SelectorKind, TrainConfig};
 
 /// The method suffixes [`fmnist_w2a2`] accepts.
-pub const SUFFIXES: [&str; 3] = ["clc", "ccs", "pool"];
+pub const SUFFIXES: [&str; 5] = ["clc", "ccs", "noprune", "pool", "proxy"];
 
 /// The candidate pool of `+pool`, as a multiple of the budget (the recommended pool).
 pub const POOL_MULTIPLE: f64 = CandidatePool::RECOMMENDED.multiple;
@@ -18,9 +18,12 @@ pub const POOL_MULTIPLE: f64 = CandidatePool::RECOMMENDED.multiple;
 ///
 /// `spec` is a [`Method`] name, optionally followed by `+clc` (Cascaded Layer Correction on
 /// `conv2` and `conv3`, feature KL after global pooling, β = 1), `+ccs` (coverage-centric
-/// stratified selection over the method's score: 50 strata, hardest 10 % pruned) and/or `+pool`
+/// stratified selection over the method's score: 50 strata, hardest 10 % pruned; with `+noprune`
+/// as well, nothing pruned: the setting that led at 10 % on the validation split) and/or `+pool`
 /// (score only a fresh random candidate pool of [`POOL_MULTIPLE`] × the budget at each
-/// selection). Full-data QAT ignores `fraction`.
+/// selection). `+proxy` (EL2N and forgetting only) scores with full-precision proxy runs over all
+/// the training data instead (see [`crate::proxy`]; the configuration is the method's, the
+/// runner attaches the proxy's coreset). Full-data QAT ignores `fraction`.
 ///
 /// ```
 /// use quarc_harness::protocol;
@@ -31,6 +34,11 @@ pub const POOL_MULTIPLE: f64 = CandidatePool::RECOMMENDED.multiple;
 /// assert!(c.candidate_pool.is_none());
 /// let pooled = protocol::fmnist_w2a2("acs+ccs+pool", 0.01, 20, 3, ReferenceConfig::default())?;
 /// assert_eq!(pooled.candidate_pool.map(|p| p.multiple), Some(protocol::POOL_MULTIPLE));
+/// let unpruned = protocol::fmnist_w2a2("acs+ccs+noprune", 0.1, 20, 0, ReferenceConfig::default())?;
+/// assert!(matches!(unpruned.selector, SelectorKind::Stratified { bins: 50, prune_fraction: 0.0 }));
+/// assert!(protocol::fmnist_w2a2("acs+noprune", 0.1, 20, 0, ReferenceConfig::default()).is_err());
+/// assert!(protocol::fmnist_w2a2("forgetting+proxy", 0.1, 20, 0, ReferenceConfig::default()).is_ok());
+/// assert!(protocol::fmnist_w2a2("acs+proxy", 0.1, 20, 0, ReferenceConfig::default()).is_err());
 /// assert_eq!(protocol::fmnist_w2a2("full", 0.01, 20, 0, ReferenceConfig::default())?.fraction, 1.0);
 /// let clc = protocol::fmnist_w2a2("quarc+clc", 0.1, 20, 0, ReferenceConfig::default())?.objective.clc.unwrap();
 /// assert_eq!((clc.layers, clc.beta), (vec!["conv2".to_string(), "conv3".into()], 1.0));
@@ -54,8 +62,18 @@ pub fn fmnist_w2a2(
     }
     let has = |s: &str| suffixes.contains(&s);
     let (clc, ccs) = (has("clc"), has("ccs"));
+    if has("noprune") && !ccs {
+        return Err(quarc_train::Error::InvalidConfig(format!(
+            "`+noprune` in `{spec}` changes CCS's pruned share; add `+ccs`"
+        )));
+    }
     let base = spec.split('+').next().unwrap_or(spec);
     let method = Method::parse(base)?;
+    if has("proxy") && !matches!(method, Method::El2n | Method::Forgetting) {
+        return Err(quarc_train::Error::InvalidConfig(format!(
+            "`+proxy` in `{spec}` scores EL2N or forgetting only"
+        )));
+    }
     let config = TrainConfig {
         method,
         fraction: if method == Method::Full { 1.0 } else { fraction },
@@ -77,7 +95,7 @@ pub fn fmnist_w2a2(
         selector: if ccs {
             SelectorKind::Stratified {
                 bins: 50,
-                prune_fraction: 0.1,
+                prune_fraction: if has("noprune") { 0.0 } else { 0.1 },
             }
         } else {
             SelectorKind::TopK

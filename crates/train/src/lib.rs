@@ -49,6 +49,6 @@ pub use optim::{GroupPolicy, Optimizer, OptimizerConfig, ParamGroup};
 pub use quarc_quant_core::{candle_core, candle_nn};
 pub use schedule::{LrPlan, LrSchedule};
 pub use trainer::{
-    BuiltIn, CoresetFactory, Custom, EpochLosses, EpochParts, Experiment, LogitCache, ModelFactory, RunDir, RunSummary,
-    SelectionOutcome, accuracy, select_if_due, train_epoch,
+    BuiltIn, CoresetFactory, Custom, EpochLosses, EpochParts, Experiment, LogitCache, MAX_PROXY_RUNS, ModelFactory,
+    ProxyConfig, ProxyScores, RunDir, RunSummary, SelectionOutcome, accuracy, select_if_due, train_epoch,
 };

@@ -9,8 +9,8 @@ pub use scorer::{ScorerConfig, WeightedPart};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Budget, CandidatePool, ClassBalanced, Coreset, Direction, Error, RandomSelector, Result, Rs2, SelectionSchedule,
-    Selector, Stratified, TopK,
+    Budget, CandidatePool, ClassBalanced, Coreset, Direction, Error, RandomSelector, Result, Rs2, Scorer,
+    SelectionSchedule, Selector, Stratified, TopK,
 };
 
 /// How the subset is taken from the scores. Tagged by `type`; unknown fields are errors.
@@ -128,6 +128,20 @@ impl CoresetConfig {
     pub fn build(&self, labels: Vec<u32>, num_classes: usize, seed: u64) -> Result<Coreset> {
         self.validate()?;
         let scorer = self.scorer.build(labels.len(), seed)?;
+        self.build_with_scorer(scorer, labels, num_classes, seed)
+    }
+
+    /// The coreset with this configuration's selector, budget, schedule, class balance and pool
+    /// around a scorer of the caller's (`self.scorer` is ignored): a user's own [`Scorer`], or
+    /// [`crate::GivenScores`] computed before training.
+    pub fn build_with_scorer(
+        &self,
+        scorer: Box<dyn Scorer>,
+        labels: Vec<u32>,
+        num_classes: usize,
+        seed: u64,
+    ) -> Result<Coreset> {
+        self.validate()?;
         let inner: Box<dyn Selector> = match self.selector {
             SelectorConfig::TopK { keep } => Box::new(TopK { direction: keep }),
             SelectorConfig::Stratified {

@@ -39,6 +39,19 @@ impl Forgetting {
         }
     }
 
+    /// Every sample's score, by dataset index (see the type's docs).
+    pub fn scores(&self) -> Vec<f32> {
+        (0..self.events.len()).map(|i| self.score_of(i)).collect()
+    }
+
+    fn score_of(&self, i: usize) -> f32 {
+        if self.learned[i] || self.observations[i] == 0 {
+            self.events[i] as f32
+        } else {
+            (self.observations[i] + 1) as f32
+        }
+    }
+
     /// Forgetting events of sample `i`.
     pub fn events(&self, i: usize) -> Option<u32> {
         self.events.get(i).copied()
@@ -77,17 +90,7 @@ impl Scorer for Forgetting {
     }
     fn score(&mut self, input: &ScoreInput<'_>, _p: &Progress) -> Result<Tensor> {
         self.check(input.indices)?;
-        let v: Vec<f32> = input
-            .indices
-            .iter()
-            .map(|&i| {
-                if self.learned[i] || self.observations[i] == 0 {
-                    self.events[i] as f32
-                } else {
-                    (self.observations[i] + 1) as f32
-                }
-            })
-            .collect();
+        let v: Vec<f32> = input.indices.iter().map(|&i| self.score_of(i)).collect();
         Ok(Tensor::from_vec(v, input.indices.len(), input.student.logits.device())?)
     }
     fn state(&self) -> StateRecord {

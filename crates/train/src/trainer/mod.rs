@@ -6,6 +6,7 @@
 mod epoch;
 mod factory;
 mod progress;
+mod proxy;
 mod reference;
 mod run_dir;
 mod scoring;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 pub use epoch::{EpochLosses, EpochParts, train_epoch};
 pub use factory::{BuiltIn, ModelFactory};
 pub use progress::accuracy;
+pub use proxy::{MAX_PROXY_RUNS, ProxyConfig, ProxyScores};
 pub use run_dir::RunDir;
 pub use scoring::{LogitCache, SelectionOutcome, select_if_due};
 

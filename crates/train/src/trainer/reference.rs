@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use candle_core::Tensor;
 use candle_nn::VarMap;
+use quarc_data::{Batch, BatchLoader};
 use quarc_models::{Mode, Model, checkpoint};
 
 use super::progress::{accuracy, bar};
@@ -53,6 +55,21 @@ impl Experiment {
     }
 
     fn train_reference(&self, vars: &VarMap, model: &dyn Model) -> Result<()> {
+        let loader = self.loader(&self.train, true)?;
+        self.train_fp(vars, model, &loader, "reference", &mut |_| Ok(()))
+    }
+
+    /// Trains `model` on all the training data with the reference's recipe (SGD momentum 0.9,
+    /// cosine, CE, `config.reference` epochs and learning rate) over `loader`'s batch order,
+    /// handing `hook` every batch's train-mode logits (before the update) and every epoch's end.
+    pub(crate) fn train_fp(
+        &self,
+        vars: &VarMap,
+        model: &dyn Model,
+        loader: &BatchLoader,
+        label: &str,
+        hook: &mut dyn FnMut(FpEvent<'_>) -> Result<()>,
+    ) -> Result<()> {
         let c = &self.config;
         let plan = LrPlan {
             base: c.reference.lr,
@@ -64,15 +81,19 @@ impl Experiment {
             nesterov: false,
         };
         let mut opt = Optimizer::new(sgd, c.groups.groups(vars))?;
-        let (loader, test) = (self.loader(&self.train, true)?, self.loader(&self.test, false)?);
+        let test = self.loader(&self.test, false)?;
         let batches = loader.num_batches(self.train.len());
         for epoch in 0..c.reference.epochs {
             let t0 = Instant::now();
-            let pb = bar(batches, "reference", self.verbose);
+            let pb = bar(batches, label, self.verbose);
             let mut loss_sum = 0.0;
             for batch in loader.epoch(epoch, None)? {
                 let b = batch?;
                 let logits = model.forward_mode(&b.images, Mode::Train)?.logits;
+                hook(FpEvent::Batch {
+                    batch: &b,
+                    logits: &logits.detach(),
+                })?;
                 let loss = candle_nn::loss::cross_entropy(&logits, &b.labels)?;
                 loss_sum += loss.to_scalar::<f32>()? as f64;
                 opt.step(&loss.backward()?, plan.lr(epoch, c.reference.epochs))?;
@@ -81,14 +102,31 @@ impl Experiment {
             pb.finish_and_clear();
             let acc = accuracy(model, &test)?;
             self.say(format!(
-                "reference epoch {}/{}: loss {:.4}, test accuracy {:.2}% ({:.1} s)",
+                "{label} epoch {}/{}: loss {:.4}, test accuracy {:.2}% ({:.1} s)",
                 epoch + 1,
                 c.reference.epochs,
                 loss_sum / batches as f64,
                 100.0 * acc,
                 t0.elapsed().as_secs_f64()
             ));
+            hook(FpEvent::EpochEnd { epochs_done: epoch + 1 })?;
         }
         Ok(())
     }
+}
+
+/// What [`Experiment::train_fp`] hands its hook.
+pub(crate) enum FpEvent<'a> {
+    /// A training batch and the model's train-mode logits for it, before the update.
+    Batch {
+        /// The batch.
+        batch: &'a Batch,
+        /// Its logits (detached).
+        logits: &'a Tensor,
+    },
+    /// `epochs_done` epochs are complete.
+    EpochEnd {
+        /// Epochs completed so far.
+        epochs_done: usize,
+    },
 }
