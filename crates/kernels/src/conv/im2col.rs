@@ -8,6 +8,7 @@ use std::cell::RefCell;
 
 use super::geometry::{ConvGeometry, div_rem_stride};
 use super::input_quant::{Packing, copy_packed};
+use crate::copy::{merge_pairs, split_pairs};
 use crate::wide::prefetch_plane;
 
 thread_local! {
@@ -80,12 +81,7 @@ pub(crate) fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, co
             prefetch_plane(x, ci + 1, g.p_in());
             let plane = &x[ci * g.p_in()..(ci + 1) * g.p_in()];
             for iy in 0..g.h {
-                let src = &plane[iy * g.w..(iy + 1) * g.w];
-                for phase in 0..g.stride {
-                    let (j0, ix0, n) = lay.phase_span(g, phase);
-                    let o = lay.at(g, iy, phase) + j0;
-                    copy_packed(q, &mut ph[o..o + n], src[ix0..].iter().step_by(g.stride));
-                }
+                split_row(g, &lay, iy, &plane[iy * g.w..(iy + 1) * g.w], ph, q);
             }
             for ky in 0..g.kh {
                 for kx in 0..g.kw {
@@ -105,6 +101,32 @@ pub(crate) fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, co
     });
 }
 
+/// Input row `iy` into its phase rows of `ph`, fake-quantized when `q` is given. Strides 1 and 2
+/// copy whole rows and split pairs 16 values at a time (a runtime `step_by` stays scalar).
+fn split_row(g: &ConvGeometry, lay: &PhaseLayout, iy: usize, src: &[f32], ph: &mut [f32], q: Option<&Packing>) {
+    match g.stride {
+        1 => {
+            let at = lay.at(g, iy, g.padding);
+            copy_packed(q, &mut ph[at..at + g.w], src.iter());
+        }
+        2 => {
+            let (even, odd) = (lay.at(g, iy, g.padding), lay.at(g, iy, g.padding + 1));
+            split_pairs(src, ph, even, odd);
+            if let Some(q) = q {
+                q.quantize_in_place(&mut ph[even..even + g.w.div_ceil(2)]);
+                q.quantize_in_place(&mut ph[odd..odd + g.w / 2]);
+            }
+        }
+        _ => {
+            for phase in 0..g.stride {
+                let (j0, ix0, n) = lay.phase_span(g, phase);
+                let o = lay.at(g, iy, phase) + j0;
+                copy_packed(q, &mut ph[o..o + n], src[ix0..].iter().step_by(g.stride));
+            }
+        }
+    }
+}
+
 /// Adds the column block `col0..col0+p_out` of `col` back onto image gradient `dx`
 /// (`c_in × h × w`), the adjoint of [`im2col`]. `dx` is accumulated into, not overwritten.
 pub(crate) fn col2im_add(g: &ConvGeometry, col: &[f32], ld: usize, col0: usize, dx: &mut [f32]) {
@@ -113,6 +135,7 @@ pub(crate) fn col2im_add(g: &ConvGeometry, col: &[f32], ld: usize, col0: usize, 
     }
     let (ho, wo, p) = (g.h_out(), g.w_out(), g.p_out());
     let lay = PhaseLayout::new(g);
+    let mut row = Vec::new();
     PHASES.with_borrow_mut(|ph| {
         ph.resize(lay.len(g), 0.0);
         for ci in 0..g.c_in {
@@ -133,17 +156,35 @@ pub(crate) fn col2im_add(g: &ConvGeometry, col: &[f32], ld: usize, col0: usize, 
             }
             let plane = &mut dx[ci * g.p_in()..(ci + 1) * g.p_in()];
             for iy in 0..g.h {
-                let d = &mut plane[iy * g.w..(iy + 1) * g.w];
-                for phase in 0..g.stride {
-                    let (j0, ix0, n) = lay.phase_span(g, phase);
-                    let o = lay.at(g, iy, phase) + j0;
-                    for (a, v) in d[ix0..].iter_mut().step_by(g.stride).zip(&ph[o..o + n]) {
-                        *a += *v;
-                    }
-                }
+                merge_row_add(g, &lay, iy, ph, &mut plane[iy * g.w..(iy + 1) * g.w], &mut row);
             }
         }
     });
+}
+
+/// Adds phase rows `iy` of `ph` onto input row `d`, the adjoint of [`split_row`]; stride 2
+/// merges the pairs into `row` first (16 values at a time), then adds contiguously.
+fn merge_row_add(g: &ConvGeometry, lay: &PhaseLayout, iy: usize, ph: &[f32], d: &mut [f32], row: &mut Vec<f32>) {
+    match g.stride {
+        1 => {
+            let at = lay.at(g, iy, g.padding);
+            d.iter_mut().zip(&ph[at..at + g.w]).for_each(|(a, v)| *a += *v);
+        }
+        2 => {
+            row.resize(g.w, 0.0);
+            merge_pairs(ph, lay.at(g, iy, g.padding), lay.at(g, iy, g.padding + 1), row);
+            d.iter_mut().zip(row.iter()).for_each(|(a, v)| *a += *v);
+        }
+        _ => {
+            for phase in 0..g.stride {
+                let (j0, ix0, n) = lay.phase_span(g, phase);
+                let o = lay.at(g, iy, phase) + j0;
+                for (a, v) in d[ix0..].iter_mut().step_by(g.stride).zip(&ph[o..o + n]) {
+                    *a += *v;
+                }
+            }
+        }
+    }
 }
 
 /// [`im2col`] for strided 1×1 convs: per-tap gathers with the padding ranges split off (a phase

@@ -66,6 +66,20 @@ impl Packing {
         }
     }
 
+    /// Quantizes `v` in place.
+    #[inline(always)]
+    pub fn quantize_in_place(&self, v: &mut [f32]) {
+        let Grid { step, qn, qp } = self.grid;
+        let mut nan = false;
+        for x in v.iter_mut() {
+            nan |= x.is_nan();
+            *x = quantize(*x, step, qn, qp);
+        }
+        if nan {
+            self.nan.store(true, Ordering::Relaxed);
+        }
+    }
+
     /// Whether a NaN was seen.
     pub fn saw_nan(&self) -> bool {
         self.nan.load(Ordering::Relaxed)

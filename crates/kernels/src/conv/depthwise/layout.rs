@@ -2,7 +2,7 @@
 //! phases, the output grid, and the copies between them and the NCHW planes.
 
 use super::super::geometry::{ConvGeometry, div_rem_stride};
-use crate::copy::copy_short;
+use crate::copy::{copy_short, merge_pairs, split_pairs};
 
 /// How a plane's padded, phase-split copy and its output grid are laid out.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -104,50 +104,6 @@ pub(super) fn crop(g: &ConvGeometry, ph: &Phases, buf: &[f32], plane: &mut [f32]
                 }
             }),
         }
-    }
-}
-
-/// `buf[even + i] = row[2i]`, `buf[odd + i] = row[2i + 1]`, sixteen columns at a time.
-#[inline(always)]
-fn split_pairs(row: &[f32], buf: &mut [f32], even: usize, odd: usize) {
-    let mut pieces = row.chunks_exact(16);
-    for (c, piece) in (&mut pieces).enumerate() {
-        // one whole 16-wide load, then shuffles (not two overlapping masked loads)
-        let mut v = [0.0f32; 16];
-        v.copy_from_slice(piece);
-        let (mut e, mut o) = ([0.0f32; 8], [0.0f32; 8]);
-        for l in 0..8 {
-            e[l] = v[2 * l];
-            o[l] = v[2 * l + 1];
-        }
-        buf[even + 8 * c..even + 8 * c + 8].copy_from_slice(&e);
-        buf[odd + 8 * c..odd + 8 * c + 8].copy_from_slice(&o);
-    }
-    let done = row.len() / 16 * 16;
-    for (x, v) in pieces.remainder().iter().enumerate().map(|(i, v)| (done + i, v)) {
-        buf[if x % 2 == 0 { even } else { odd } + x / 2] = *v;
-    }
-}
-
-/// The inverse of [`split_pairs`]: `row[2i] = buf[even + i]`, `row[2i + 1] = buf[odd + i]`.
-#[inline(always)]
-fn merge_pairs(buf: &[f32], even: usize, odd: usize, row: &mut [f32]) {
-    let done = row.len() / 16 * 16;
-    let mut pieces = row.chunks_exact_mut(16);
-    for (c, piece) in (&mut pieces).enumerate() {
-        let (e, o) = (&buf[even + 8 * c..even + 8 * c + 8], &buf[odd + 8 * c..odd + 8 * c + 8]);
-        for l in 0..8 {
-            piece[2 * l] = e[l];
-            piece[2 * l + 1] = o[l];
-        }
-    }
-    for (x, v) in pieces
-        .into_remainder()
-        .iter_mut()
-        .enumerate()
-        .map(|(i, v)| (done + i, v))
-    {
-        *v = buf[if x % 2 == 0 { even } else { odd } + x / 2];
     }
 }
 
