@@ -409,9 +409,10 @@ fn main() -> Res<()> {
         device: quarc_harness::cifar::device(&args.device)?,
     };
     eprintln!(
-        "quarc side: device {}, rayon threads {}",
+        "quarc side: device {}, rayon threads {}, quarc kernels' vectors {}",
         args.device,
-        rayon::current_num_threads()
+        rayon::current_num_threads(),
+        quarc::kernels::vector_isa()
     );
     let g = args.group.as_str();
     if let Some(spec) = g.strip_prefix("memory-") {

@@ -53,3 +53,4 @@ pub use conv::{
     conv2d_affine_act_reference, conv2d_grad_input, conv2d_grad_weight, conv2d_lsq_input, conv2d_reference, cpu_engine,
     runs_fast_path, set_cpu_engine, set_winograd, winograd_policy,
 };
+pub use wide::vector_isa;

@@ -39,14 +39,7 @@ pub(crate) fn deinterleave16(src: &[f32], stride: usize, n: usize, planes: &mut 
 
 /// Whether the 16 × 16 register transposes are available (AVX-512F).
 pub(crate) fn fast() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::wide::isa() == crate::wide::Isa::Avx512
 }
 
 /// Calls `block(p0)` for every whole block of 16 positions when the transposes are available;

@@ -16,21 +16,67 @@ pub(crate) trait Kernel {
     fn run(self) -> Self::Out;
 }
 
-/// Runs `k`, compiled for AVX-512F or AVX2 when the CPU has them (bit-identical results).
-#[inline(always)]
-pub(crate) fn wide<K: Kernel>(k: K) -> K::Out {
+/// The widest x86 vectors the kernels use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Isa {
+    /// Baseline x86-64 (and every other architecture).
+    Sse2,
+    /// AVX2.
+    Avx2,
+    /// AVX-512F.
+    Avx512,
+}
+
+/// The CPU's widest vectors, capped by the environment variable `QUARC_CPU_ISA` (`avx2` or
+/// `sse2`, read once; like oneDNN's `ONEDNN_MAX_CPU_ISA`), so that the narrower paths can be
+/// measured and tested on a wider machine. Any other value is ignored.
+pub(crate) fn isa() -> Isa {
+    static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+    *ISA.get_or_init(|| {
+        let cap = match std::env::var("QUARC_CPU_ISA").as_deref() {
+            Ok("avx2") => Isa::Avx2,
+            Ok("sse2") => Isa::Sse2,
+            _ => Isa::Avx512,
+        };
+        detected().min(cap)
+    })
+}
+
+fn detected() -> Isa {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
-            // SAFETY: the CPU supports AVX-512F (checked on the line above).
-            #[allow(unsafe_code)]
-            return unsafe { with_avx512(k) };
+            return Isa::Avx512;
         }
         if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the CPU supports AVX2 (checked on the line above).
-            #[allow(unsafe_code)]
-            return unsafe { with_avx2(k) };
+            return Isa::Avx2;
         }
+    }
+    Isa::Sse2
+}
+
+/// The vectors quarc's own kernels use on this machine (see `QUARC_CPU_ISA`): `"avx512f"`,
+/// `"avx2"` or `"sse2"` (baseline, and every non-x86 target). The GEMM crate dispatches on its own.
+pub fn vector_isa() -> &'static str {
+    match isa() {
+        Isa::Avx512 => "avx512f",
+        Isa::Avx2 => "avx2",
+        Isa::Sse2 => "sse2",
+    }
+}
+
+/// Runs `k`, compiled for AVX-512F or AVX2 when [`isa`] allows (bit-identical results).
+#[inline(always)]
+pub(crate) fn wide<K: Kernel>(k: K) -> K::Out {
+    #[cfg(target_arch = "x86_64")]
+    match isa() {
+        // SAFETY: `isa` reports AVX-512F only when the CPU has it.
+        #[allow(unsafe_code)]
+        Isa::Avx512 => return unsafe { with_avx512(k) },
+        // SAFETY: `isa` reports AVX2 only when the CPU has it.
+        #[allow(unsafe_code)]
+        Isa::Avx2 => return unsafe { with_avx2(k) },
+        Isa::Sse2 => {}
     }
     k.run()
 }

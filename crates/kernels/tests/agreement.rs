@@ -154,6 +154,65 @@ fn the_model_layers_agree_with_candle() {
     check(33, 16, 8, 4, 4, 3, dense(1, 1), 8);
 }
 
+/// The model layers and depthwise shapes that take the blocked (AVX-512F) and plane passes.
+fn model_layers_and_depthwise_paths() {
+    let dense = |padding, stride| Conv2dParams {
+        padding,
+        stride,
+        ..Default::default()
+    };
+    let depthwise = |c, stride| Conv2dParams {
+        padding: 1,
+        stride,
+        dilation: 1,
+        groups: c,
+    };
+    check(4, 32, 64, 28, 28, 3, dense(1, 2), 2);
+    check(3, 64, 64, 8, 8, 3, dense(1, 1), 3);
+    check(3, 64, 128, 8, 8, 1, dense(0, 2), 4);
+    check(33, 16, 8, 4, 4, 3, dense(1, 1), 8);
+    check(3, 32, 32, 8, 8, 3, depthwise(32, 1), 9);
+    check(3, 32, 32, 16, 16, 3, depthwise(32, 2), 10);
+    check(2, 24, 24, 32, 32, 3, depthwise(24, 2), 11);
+}
+
+/// The child of [`every_vector_width_agrees_with_candle`]: runs only with `QUARC_CPU_ISA` set.
+#[test]
+fn capped_vector_width_child() {
+    let Ok(cap) = std::env::var("QUARC_CPU_ISA") else {
+        return;
+    };
+    let order = ["sse2", "avx2", "avx512f"];
+    let rank = |v: &str| order.iter().position(|o| *o == v).unwrap();
+    assert!(
+        rank(quarc_kernels::vector_isa()) <= rank(&cap),
+        "{} above the cap {cap}",
+        quarc_kernels::vector_isa()
+    );
+    model_layers_and_depthwise_paths();
+}
+
+/// The AVX2 and baseline paths, which an AVX-512 machine never takes by itself, run in child
+/// processes capped by `QUARC_CPU_ISA` and must agree with candle as the default path does.
+#[test]
+fn every_vector_width_agrees_with_candle() {
+    model_layers_and_depthwise_paths();
+    for cap in ["avx2", "sse2"] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "capped_vector_width_child", "--test-threads", "1"])
+            .env("QUARC_CPU_ISA", cap)
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{cap}: {log}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(log.contains("1 passed"), "{cap}: the child ran no test: {log}");
+    }
+}
+
 #[test]
 fn non_contiguous_and_offset_inputs() {
     let dev = Device::Cpu;
