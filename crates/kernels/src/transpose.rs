@@ -2,8 +2,9 @@
 //!
 //! `interleave16` turns 16 planes (`plane[lane][pos]`) into `out[pos][lane]`; `deinterleave16`
 //! undoes it. On a CPU with AVX-512F each block of 16 positions is one 16 × 16 transpose in
-//! registers (16 loads, 64 shuffles, 16 stores); elsewhere, and for the last `n mod 16`
-//! positions, a scalar loop. Both only move values, so every path gives the same result.
+//! registers (16 loads, 64 shuffles, 16 stores); with AVX2, four 8 × 8 transposes (24 shuffles
+//! each); elsewhere, and for the last `n mod 16` positions, a scalar loop. Every path only moves
+//! values, so all give the same result.
 
 /// Lanes per position.
 pub(crate) const LANES: usize = 16;
@@ -37,9 +38,25 @@ pub(crate) fn deinterleave16(src: &[f32], stride: usize, n: usize, planes: &mut 
     }
 }
 
-/// Whether the 16 × 16 register transposes are available (AVX-512F).
+/// Whether the register transposes are available (AVX-512F or AVX2).
 pub(crate) fn fast() -> bool {
-    crate::wide::isa() == crate::wide::Isa::Avx512
+    crate::wide::isa() >= crate::wide::Isa::Avx2
+}
+
+/// `out[c · 16 + r] = rows[r][c]` with the widest transpose [`fast`] allows.
+///
+/// # Safety
+/// [`fast`] must be true; every row must hold 16 values and `out` 256.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+unsafe fn transpose16(rows: [&[f32]; LANES], out: &mut [f32]) {
+    // SAFETY: the ISA is checked on each branch; the sizes are the caller's.
+    unsafe {
+        match crate::wide::isa() {
+            crate::wide::Isa::Avx512 => avx512::transpose(rows, out),
+            _ => avx2::transpose(rows, out),
+        }
+    }
 }
 
 /// Calls `block(p0)` for every whole block of 16 positions when the transposes are available;
@@ -61,10 +78,10 @@ fn vector_blocks(n: usize, mut block: impl FnMut(usize)) -> usize {
 fn transpose_in(planes: &[f32], stride: usize, p0: usize, out: &mut [f32]) {
     let rows: [&[f32]; LANES] = std::array::from_fn(|lane| &planes[lane * stride + p0..lane * stride + p0 + LANES]);
     let out = &mut out[p0 * LANES..(p0 + LANES) * LANES];
-    // SAFETY: `fast()` checked AVX-512F before any call; every row holds 16 values and `out` 256.
+    // SAFETY: `fast()` was checked before any call; every row holds 16 values and `out` 256.
     #[allow(unsafe_code)]
     unsafe {
-        avx512::transpose(rows, out)
+        transpose16(rows, out)
     };
 }
 
@@ -73,10 +90,10 @@ fn transpose_in(planes: &[f32], stride: usize, p0: usize, out: &mut [f32]) {
 fn transpose_out(src: &[f32], stride: usize, p0: usize, planes: &mut [f32]) {
     let rows: [&[f32]; LANES] = std::array::from_fn(|pos| &src[(p0 + pos) * LANES..(p0 + pos + 1) * LANES]);
     let mut block = [0.0f32; LANES * LANES];
-    // SAFETY: `fast()` checked AVX-512F before any call; every row holds 16 values, `block` 256.
+    // SAFETY: `fast()` was checked before any call; every row holds 16 values, `block` 256.
     #[allow(unsafe_code)]
     unsafe {
-        avx512::transpose(rows, &mut block)
+        transpose16(rows, &mut block)
     };
     for (lane, row) in block.chunks_exact(LANES).enumerate() {
         planes[lane * stride + p0..lane * stride + p0 + LANES].copy_from_slice(row);
@@ -148,9 +165,85 @@ mod avx512 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::{
+        __m256, _mm256_loadu_ps, _mm256_permute2f128_ps, _mm256_shuffle_ps, _mm256_storeu_ps, _mm256_unpackhi_ps,
+        _mm256_unpacklo_ps,
+    };
+
+    use super::LANES;
+
+    /// `out[c · 16 + r] = rows[r][c]` as four 8 × 8 transposes: unpack pairs of rows, shuffle
+    /// 32-bit pairs, then swap 128-bit halves.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; every row must hold 16 values and `out` 256.
+    #[target_feature(enable = "avx2")]
+    #[allow(unsafe_code)]
+    pub(super) unsafe fn transpose(rows: [&[f32]; LANES], out: &mut [f32]) {
+        debug_assert!(rows.iter().all(|r| r.len() >= LANES) && out.len() >= LANES * LANES);
+        for (bi, bj) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
+            // SAFETY: each row holds 16 values (caller), so 8bj + 8 ≤ 16.
+            let r: [__m256; 8] =
+                std::array::from_fn(|i| unsafe { _mm256_loadu_ps(rows[8 * bi + i][8 * bj..].as_ptr()) });
+            // t[2i] = a0 b0 a1 b1 | a4 b4 a5 b5, t[2i+1] = a2 b2 a3 b3 | a6 b6 a7 b7 (rows a = 2i, b = 2i+1)
+            let t: [__m256; 8] = std::array::from_fn(|i| {
+                let (a, b) = (r[i & !1], r[i | 1]);
+                if i % 2 == 0 {
+                    _mm256_unpacklo_ps(a, b)
+                } else {
+                    _mm256_unpackhi_ps(a, b)
+                }
+            });
+            // u[4g + j] = column j (and j + 4 in the upper half) of rows 4g..4g + 4
+            let u: [__m256; 8] = std::array::from_fn(|i| {
+                let (g, j) = (i / 4, i % 4);
+                let (a, b) = (t[4 * g + j / 2], t[4 * g + 2 + j / 2]);
+                if j % 2 == 0 {
+                    _mm256_shuffle_ps::<0x44>(a, b)
+                } else {
+                    _mm256_shuffle_ps::<0xEE>(a, b)
+                }
+            });
+            for j in 0..4 {
+                let columns = [
+                    (j, _mm256_permute2f128_ps::<0x20>(u[j], u[4 + j])),
+                    (j + 4, _mm256_permute2f128_ps::<0x31>(u[j], u[4 + j])),
+                ];
+                for (c, v) in columns {
+                    // SAFETY: `out` holds 256 values (caller); 8bj + c < 16 and 8bi + 8 ≤ 16.
+                    unsafe { _mm256_storeu_ps(out.as_mut_ptr().add((8 * bj + c) * LANES + 8 * bi), v) };
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    #[allow(unsafe_code)]
+    fn both_register_transposes_transpose() {
+        let data: Vec<f32> = (0..256).map(|v| v as f32 - 100.0).collect();
+        let rows: [&[f32]; LANES] = std::array::from_fn(|r| &data[r * LANES..(r + 1) * LANES]);
+        let expected: Vec<f32> = (0..256).map(|i| data[(i % LANES) * LANES + i / LANES]).collect();
+        if std::arch::is_x86_feature_detected!("avx2") {
+            let mut out = vec![f32::NAN; 256];
+            // SAFETY: AVX2 checked above; 16 rows of 16 values, 256 outputs.
+            unsafe { avx2::transpose(rows, &mut out) };
+            assert_eq!(out, expected);
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            let mut out = vec![f32::NAN; 256];
+            // SAFETY: AVX-512F checked above; 16 rows of 16 values, 256 outputs.
+            unsafe { avx512::transpose(rows, &mut out) };
+            assert_eq!(out, expected);
+        }
+    }
 
     #[test]
     fn interleave_and_back_for_whole_blocks_and_tails() {

@@ -5,8 +5,9 @@
 //! channels of an image is interleaved (16 × 16 register transposes, `crate::transpose`) into a
 //! zero-padded `hp × wp × LANES` buffer, and every output position is one vector per tap:
 //! `y[pos] = Σ_tap w[tap] ⊙ x[pos·s + offset(tap)]`, the lanes being the block's channels. Used
-//! on CPUs with AVX-512F when the channel count is a multiple of 16 (every MobileNetV2 layer);
-//! with scalar transposes it was slower than the plane-by-plane passes.
+//! on CPUs with AVX-512F or AVX2 (16 × 16 transposes as four 8 × 8 ones there) when the channel
+//! count is a multiple of 16 (every MobileNetV2 layer); with scalar transposes it was slower
+//! than the plane-by-plane passes.
 //!
 //! - forward: the tap sum per position (first tap a product, then additions in tap order, the
 //!   same arithmetic as the plane-by-plane forward), de-interleaved into the output planes;
@@ -444,7 +445,7 @@ mod tests {
     #[test]
     fn blocked_passes_agree_with_the_plane_passes() {
         if !transpose::fast() {
-            return; // the blocked passes only run with AVX-512F
+            return; // the blocked passes need the register transposes (AVX-512F or AVX2)
         }
         for (h, w, k, stride, padding, dilation) in [
             (8, 8, 3, 1, 1, 1),

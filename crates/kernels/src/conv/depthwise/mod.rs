@@ -19,7 +19,7 @@
 //! The inner loops run over fixed tiles of outputs held in registers (`tiles`), the buffers are
 //! zeroed once per call, not per plane (every plane overwrites the same entries:
 //! `layout::Zeroed`), and the next plane of 16² or more is prefetched while one is worked on.
-//! Planes of at most 100 values take the 16-channel blocked passes (`blocked`) on AVX-512F.
+//! Planes of at most 100 values take the 16-channel blocked passes (`blocked`) on AVX-512F or AVX2.
 //!
 //! A 32² plane's buffers are a few KiB and stay in L1, and no whole image changes layout. Rayon
 //! runs over images for the forward and input gradient, and over channels for the weight
