@@ -7,6 +7,7 @@
 use rayon::prelude::*;
 
 use crate::float::Float;
+use crate::wide::{Kernel, wide};
 
 /// Elements per rayon task. Large enough to amortise scheduling, small enough to balance.
 const CHUNK: usize = 1 << 15;
@@ -191,6 +192,26 @@ fn backward_segment<T: Float, const PACT: bool>(
     (ds.iter().sum(), d_o.iter().sum())
 }
 
+/// [`backward_segment`] compiled for the widest vectors the CPU has ([`wide`]; the same
+/// arithmetic in the same order, so the same bits on every path).
+struct Segment<'a, T, const PACT: bool> {
+    xs: &'a [T],
+    gs: &'a [T],
+    gxs: &'a mut [T],
+    s: T,
+    off: T,
+    qn: T,
+    qp: T,
+}
+
+impl<T: Float, const PACT: bool> Kernel for Segment<'_, T, PACT> {
+    type Out = (f64, f64);
+    #[inline(always)]
+    fn run(self) -> (f64, f64) {
+        backward_segment::<T, PACT>(self.xs, self.gs, self.gxs, self.s, self.off, self.qn, self.qp)
+    }
+}
+
 fn backward_impl<T: Float, const PACT: bool>(
     x: &[T],
     grad: &[T],
@@ -208,15 +229,15 @@ fn backward_impl<T: Float, const PACT: bool>(
             let mut parts = Partials::new();
             for_each_segment(p.layout, base, base + x.len(), |c, a, b| {
                 let (lo, hi) = (a - base, b - base);
-                let (ds, d_o) = backward_segment::<T, PACT>(
-                    &x[lo..hi],
-                    &grad[lo..hi],
-                    &mut gx[lo..hi],
-                    p.step(c),
-                    p.offset(c).unwrap_or(zero),
-                    p.qn,
-                    p.qp,
-                );
+                let (ds, d_o) = wide(Segment::<T, PACT> {
+                    xs: &x[lo..hi],
+                    gs: &grad[lo..hi],
+                    gxs: &mut gx[lo..hi],
+                    s: p.step(c),
+                    off: p.offset(c).unwrap_or(zero),
+                    qn: p.qn,
+                    qp: p.qp,
+                });
                 parts.push((c, ds, d_o));
             });
             parts
