@@ -4,14 +4,19 @@
 //! ops as the reference (and the path CUDA and Metal run).
 //!
 //! - [`conv2d`]: a training convolution — forward, input gradient and weight gradient — by
-//!   im2col + the `gemm` crate's AVX-512 kernels (feature `x86-v4`, picked at run time),
-//!   Winograd F(2×2, 3×3) for stride-1 3×3 layers, pointwise convs as a plain GEMM and depthwise
-//!   convs as a direct loop over stride-phase-split planes (16 channels per vector for planes of
-//!   ≤ 100 values on AVX-512F). Deterministic for any thread count.
+//!   im2col + the `gemm` crate's AVX-512 or AVX2 kernels (feature `x86-v4`, picked at run
+//!   time), Winograd F(2×2, 3×3) for stride-1 3×3 layers, pointwise convs as a plain GEMM and
+//!   depthwise convs as a direct loop over stride-phase-split planes (16 channels per vector for
+//!   planes of ≤ 100 values on AVX-512F or AVX2). Deterministic for any thread count.
 //! - [`batch_norm`]: training-mode BatchNorm with a fused ReLU/ReLU6, closed-form backward.
 //! - [`add_relu()`]: the end of a residual block, `relu(a + b)`, as one pass each way.
 //! - [`fake_quant`]: the fused fake-quant forward and closed-form backward (LSQ, LSQ+, PACT,
 //!   uniform) over plain slices, which `quarc-quant-core` wraps as candle custom ops.
+//!
+//! The loops are compiled for AVX-512F and AVX2 besides baseline x86-64 and picked at run time
+//! with the same results on every path; the environment variable `QUARC_CPU_ISA=avx2` (or
+//! `sse2`) caps them, to measure or test a narrower path on a wider CPU ([`vector_isa`] says
+//! which is in use).
 //!
 //! ```
 //! use candle_core::{Device, Tensor, Var};
