@@ -2,10 +2,12 @@
 //! of the bundled Fashion-MNIST subset: values in their ranges, deterministic, averaged over
 //! runs, saved and loaded, and bad settings or files refused.
 
+mod common;
+
 use std::sync::Arc;
 
 use candle_core::Device;
-use quarc_data::{Dataset, Normalize, Split, fashion_mnist};
+use quarc_data::{Normalize, Split, fashion_mnist};
 use quarc_train::*;
 
 const PER_CLASS: usize = 12;
@@ -13,18 +15,6 @@ const PER_CLASS: usize = 12;
 fn experiment(dir: &std::path::Path) -> Experiment {
     let train = fashion_mnist::bundled_subset(Split::Train).unwrap();
     let test = fashion_mnist::bundled_subset(Split::Test).unwrap();
-    let pick = |ds: &quarc_data::InMemoryDataset, per: usize| {
-        let labels = ds.labels();
-        let mut counts = [0usize; 10];
-        let idx: Vec<usize> = (0..ds.len())
-            .filter(|&i| {
-                let c = &mut counts[labels[i] as usize];
-                *c += 1;
-                *c <= per
-            })
-            .collect();
-        ds.take(&idx).unwrap()
-    };
     let config = TrainConfig {
         method: Method::El2n,
         batch_size: 16,
@@ -39,8 +29,8 @@ fn experiment(dir: &std::path::Path) -> Experiment {
     };
     Experiment {
         config,
-        train: Arc::new(pick(&train, PER_CLASS)),
-        test: Arc::new(pick(&test, 5)),
+        train: Arc::new(common::first_per_class(&train, PER_CLASS)),
+        test: Arc::new(common::first_per_class(&test, 5)),
         normalize: Some(Normalize::fashion_mnist()),
         run_dir: dir.to_path_buf(),
         device: Device::Cpu,

@@ -8,25 +8,13 @@ use std::sync::Arc;
 use common::tensors;
 
 use candle_core::Device;
-use quarc_data::{Dataset, Normalize, Split, fashion_mnist};
+use quarc_data::{Normalize, Split, fashion_mnist};
 use quarc_train::*;
 
 fn experiment(dir: &std::path::Path, stop_after: Option<usize>) -> Experiment {
     let train = fashion_mnist::bundled_subset(Split::Train).unwrap();
     let test = fashion_mnist::bundled_subset(Split::Test).unwrap();
     // 300 training images (30 per class), 200 test images.
-    let pick = |ds: &quarc_data::InMemoryDataset, per: usize| {
-        let labels = ds.labels();
-        let mut counts = [0usize; 10];
-        let idx: Vec<usize> = (0..ds.len())
-            .filter(|&i| {
-                let c = &mut counts[labels[i] as usize];
-                *c += 1;
-                *c <= per
-            })
-            .collect();
-        ds.take(&idx).unwrap()
-    };
     let config = TrainConfig {
         method: Method::Quarc,
         fraction: 0.2,
@@ -54,8 +42,8 @@ fn experiment(dir: &std::path::Path, stop_after: Option<usize>) -> Experiment {
     };
     Experiment {
         config,
-        train: Arc::new(pick(&train, 30)),
-        test: Arc::new(pick(&test, 20)),
+        train: Arc::new(common::first_per_class(&train, 30)),
+        test: Arc::new(common::first_per_class(&test, 20)),
         normalize: Some(Normalize::fashion_mnist()),
         run_dir: dir.to_path_buf(),
         device: Device::Cpu,
