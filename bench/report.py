@@ -25,7 +25,9 @@ def main(path):
         if w not in workloads:
             workloads.append(w)
     gemm = {s: latest[(s, "gemm/2048")]["value"] for s in ("quarc", "torch") if (s, "gemm/2048") in latest}
-    print(f"CPU: {machine.get('cpu', '?')}; threads: {machine.get('threads', '?')}; date: {machine.get('date', '?')}")
+    cap = machine.get("isa_cap", "none")
+    held = f"; both sides held to {cap.upper()} (ISA={cap})" if cap != "none" else ""
+    print(f"CPU: {machine.get('cpu', '?')}; threads: {machine.get('threads', '?')}; date: {machine.get('date', '?')}{held}")
     print(f"fp32 GEMM 2048³: quarc (gemm crate) {gemm.get('quarc', float('nan')):.1f} GFLOP/s, "
           f"PyTorch {gemm.get('torch', float('nan')):.1f} GFLOP/s\n")
     print("| workload | unit | quarc | PyTorch | ratio | PyTorch hand-written bwd | ratio | quarc % of GEMM |")
