@@ -135,3 +135,46 @@ fn a_user_model_trains_logs_and_resumes_bit_identically_through_the_trainer() {
     );
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// Proxy scores come from the user's model too, and a coreset of `GivenScores` built from them
+/// drives the run: the first selection is the per-class top-k of the proxy EL2N.
+#[test]
+fn proxy_scores_of_a_user_model_drive_its_coreset() {
+    let dir = std::env::temp_dir().join(format!("quarc-custom-proxy-{}", std::process::id()));
+    let mut exp = experiment(&dir, None);
+    exp.config.epochs = 1;
+    let one = ProxyConfig {
+        runs: 1,
+        el2n_after_epochs: 1,
+    };
+    let scores = exp.proxy_scores(one).unwrap();
+    assert_eq!((scores.el2n.len(), scores.forgetting.len()), (400, 400));
+    assert!(scores.el2n.iter().all(|&e| (0.0..=2f32.sqrt() + 1e-6).contains(&e)));
+    // one epoch, one presentation per sample: never forgotten (0), or never learned (1 + 1)
+    assert!(
+        scores.forgetting.iter().all(|&f| f == 0.0 || f == 2.0),
+        "{:?}",
+        scores.forgetting
+    );
+    let el2n = scores.el2n.clone();
+    exp.custom.coreset = Some(Arc::new(move |labels: Vec<u32>| {
+        let given = quarc_coreset::GivenScores::new("el2n_proxy", el2n.clone())?;
+        Ok(CoresetConfig::preset("el2n", 0.25, 2)?.build_with_scorer(Box::new(given), labels, 10, 5)?)
+    }));
+    assert!(exp.run().unwrap().finished);
+    let mut sel: Vec<usize> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("selections/epoch_0.json")).unwrap()).unwrap();
+    sel.sort_unstable();
+    // expected: in each class, the round(n_c / 4) highest scores, ties to the lower index
+    let labels = exp.train.labels();
+    let mut expected = Vec::new();
+    for class in 0..10u32 {
+        let mut members: Vec<usize> = (0..400).filter(|&i| labels[i] == class).collect();
+        let k = ((members.len() as f64 * 0.25).round() as usize).max(1);
+        members.sort_by(|&a, &b| scores.el2n[b].total_cmp(&scores.el2n[a]).then(a.cmp(&b)));
+        expected.extend_from_slice(&members[..k]);
+    }
+    expected.sort_unstable();
+    assert_eq!(sel, expected);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
