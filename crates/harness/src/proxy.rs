@@ -35,28 +35,23 @@ pub fn wants_proxy(spec: &str) -> bool {
 /// `exp.config.method`), computing them first if `cache` (a `.safetensors` path) has none.
 /// Returns the seconds the proxy runs took (also when cached: the cost of the scores).
 pub fn attach_proxy(exp: &mut Experiment, cache: &Path) -> Result<f64> {
-    let column = match exp.config.method {
-        Method::El2n => "el2n",
-        Method::Forgetting => "forgetting",
-        m => {
-            return Err(Error::InvalidConfig(format!(
-                "`+proxy` scores EL2N or forgetting, not `{}`",
-                m.name()
-            )));
-        }
-    };
+    let method = exp.config.method;
+    if !matches!(method, Method::El2n | Method::Forgetting) {
+        return Err(Error::InvalidConfig(format!(
+            "`+proxy` scores EL2N or forgetting, not `{}`",
+            method.name()
+        )));
+    }
     let (scores, secs) = load_or_compute(exp, cache)?;
-    let values = if column == "el2n" {
-        scores.el2n
-    } else {
-        scores.forgetting
+    let (name, values) = match method {
+        Method::El2n => ("el2n_proxy", scores.el2n),
+        _ => ("forgetting_proxy", scores.forgetting),
     };
     let coreset =
         coreset_config(&exp.config)?.ok_or_else(|| Error::InvalidConfig("`+proxy` needs a coreset method".into()))?;
     let (classes, seed) = (exp.config.num_classes, exp.config.seed);
-    let name = format!("{column}_proxy");
     exp.custom.coreset = Some(Arc::new(move |labels| {
-        let scorer: Box<dyn Scorer> = Box::new(GivenScores::new(name.clone(), values.clone())?);
+        let scorer: Box<dyn Scorer> = Box::new(GivenScores::new(name, values.clone())?);
         Ok(coreset.build_with_scorer(scorer, labels, classes, seed)?)
     }));
     Ok(secs)
