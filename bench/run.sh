@@ -15,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS="${REPS:-5}"
 THREADS="${THREADS:-2}"
-GROUPS_TO_RUN="${BENCH_GROUPS:-gemm conv fake_quant step scoring selection memory}"
+GROUPS_TO_RUN="${BENCH_GROUPS:-gemm conv norm fake_quant step scoring selection memory}"
 PY=bench/.venv/bin/python
 [ -x "$PY" ] || { echo "bench/.venv missing: run bench/setup_venv.sh first"; exit 1; }
 export RAYON_NUM_THREADS="$THREADS" OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"

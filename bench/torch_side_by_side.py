@@ -344,6 +344,34 @@ def conv(rec):
             rec.measure(f"conv/{name}/grad_weight", "GFLOP/s", gflop, bwd([False, True, False]))
 
 
+NORM_LAYERS = [  # name, batch, channels, side, ReLU6 (same list as the Rust side)
+    ("r18-64@32", 64, 64, 32, False),
+    ("r18-128@16", 64, 128, 16, False),
+    ("r18-512@4", 64, 512, 4, False),
+    ("mbv2-144@16", 64, 144, 16, True),
+]
+
+
+def norm(rec):
+    for i, (name, batch, c, hw, relu6) in enumerate(NORM_LAYERS):
+        x = seeded(300 + i, (batch, c, hw, hw)).requires_grad_(True)
+        gamma = (seeded(400 + i, (c,), 0.5) + 1.0).requires_grad_(True)
+        beta = seeded(500 + i, (c,), 0.5).requires_grad_(True)
+        dy = seeded(600 + i, (batch, c, hw, hw))
+        act = F.relu6 if relu6 else F.relu
+
+        def fwd():
+            return act(F.batch_norm(x, None, None, gamma, beta, training=True, eps=1e-5))
+
+        def fwd_bwd():
+            x.grad, gamma.grad, beta.grad = None, None, None
+            (fwd() * dy).sum().backward()
+
+        with torch.no_grad():
+            rec.measure(f"norm/{name}/fwd", "Melem/s", x.numel() / 1e6, fwd)
+        rec.measure(f"norm/{name}/fwd+bwd", "Melem/s", x.numel() / 1e6, fwd_bwd)
+
+
 def fake_quant(rec):
     for name, shape, per_channel in [("act-64x256x16x16", (64, 256, 16, 16), False),
                                      ("weight-512x512x3x3", (512, 512, 3, 3), True)]:
@@ -453,9 +481,9 @@ def main():
     rec = Recorder(a.out, max(1, a.reps), a.filter)
     if a.group.startswith("memory-"):
         return memory(rec, a.group[len("memory-"):])
-    groups = dict(gemm=gemm, conv=conv, fake_quant=fake_quant, step=step, scoring=scoring, selection=selection)
+    groups = dict(gemm=gemm, conv=conv, norm=norm, fake_quant=fake_quant, step=step, scoring=scoring, selection=selection)
     if DEV.type != "cpu":
-        groups = {k: v for k, v in groups.items() if k in ("gemm", "conv", "fake_quant", "step", "scoring")}
+        groups = {k: v for k, v in groups.items() if k in ("gemm", "conv", "norm", "fake_quant", "step", "scoring")}
     for name, fn in groups.items():
         if a.group in ("all", name):
             fn(rec)

@@ -10,7 +10,8 @@
 //! and waits for it after every timed run; `scripts/gpu-check.sh` pairs it with
 //! `bench/torch_side_by_side.py --device cuda` on the same GPU.
 //!
-//! Groups: `gemm`, `conv` (forward, input gradient, weight gradient per layer), `fake_quant` (LSQ
+//! Groups: `gemm`, `conv` (forward, input gradient, weight gradient per layer), `norm` (training-mode
+//! BatchNorm + ReLU forward, and forward + backward), `fake_quant` (LSQ
 //! forward+backward), `step` (QAT training steps), `scoring` (scoring passes, like for like and with
 //! cached reference logits), `selection`, and `memory-<model>-<quant>` (peak RSS of a training
 //! step; run one per process).
@@ -22,7 +23,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
 use clap::Parser;
 use quarc::coreset::{Budget, ClassBalanced, SelectContext, Selector, TopK};
-use quarc::kernels::{Conv2dParams, conv2d, conv2d_grad_input, conv2d_grad_weight};
+use quarc::kernels::{Activation, Conv2dParams, batch_norm_train, conv2d, conv2d_grad_input, conv2d_grad_weight};
 use quarc::models::{MobileNetV2, Mode, Model, ResNet, SmallCnn};
 use quarc::quant_core::functional::{error_vector_norm, kl_per_sample, probability_distance};
 use quarc::quant_core::{
@@ -33,7 +34,7 @@ use quarc::train::{GroupPolicy, Optimizer, OptimizerConfig};
 #[derive(Parser)]
 #[command(about = "quarc's half of the side-by-side benchmark against PyTorch")]
 struct Args {
-    /// Workload group (gemm, conv, fake_quant, step, scoring, selection, memory-<model>-<quant>, all)
+    /// Workload group (gemm, conv, norm, fake_quant, step, scoring, selection, memory-<model>-<quant>, all)
     #[arg(long, default_value = "all")]
     group: String,
     /// Timed repetitions per workload (after one warm-up); the median is reported
@@ -202,6 +203,38 @@ fn conv(rec: &mut Recorder) -> Res<()> {
                     .conv2d(&dy.transpose(0, 1)?, p.padding, 1, stride, 1)?;
                 g.transpose(0, 1)?.narrow(2, 0, k)?.narrow(3, 0, k)?;
             }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+/// Training-mode BatchNorm + activation layers of the step models: name, batch, channels, side, ReLU6.
+const NORM_LAYERS: [(&str, usize, usize, usize, bool); 4] = [
+    ("r18-64@32", 64, 64, 32, false),
+    ("r18-128@16", 64, 128, 16, false),
+    ("r18-512@4", 64, 512, 4, false),
+    ("mbv2-144@16", 64, 144, 16, true),
+];
+
+/// BatchNorm + ReLU(6) in training mode: the forward alone, then forward and backward of the loss
+/// `Σ y·dy` (the same graph on the PyTorch side).
+fn norm(rec: &mut Recorder) -> Res<()> {
+    for (i, &(name, batch, c, hw, relu6)) in NORM_LAYERS.iter().enumerate() {
+        let dev = rec.device.clone();
+        let act = if relu6 { Activation::Relu6 } else { Activation::Relu };
+        let x = Var::from_tensor(&seeded(300 + i as u64, &[batch, c, hw, hw], 1.0)?.to_device(&dev)?)?;
+        let gamma = Var::from_tensor(&(seeded(400 + i as u64, &[c], 0.5)? + 1.0)?.to_device(&dev)?)?;
+        let beta = Var::from_tensor(&seeded(500 + i as u64, &[c], 0.5)?.to_device(&dev)?)?;
+        let dy = seeded(600 + i as u64, x.dims(), 1.0)?.to_device(&dev)?;
+        let melem = x.elem_count() as f64 / 1e6;
+        rec.measure(&format!("norm/{name}/fwd"), "Melem/s", melem, || {
+            batch_norm_train(x.as_tensor(), gamma.as_tensor(), beta.as_tensor(), 1e-5, act)?;
+            Ok(())
+        })?;
+        rec.measure(&format!("norm/{name}/fwd+bwd"), "Melem/s", melem, || {
+            let (y, _) = batch_norm_train(x.as_tensor(), gamma.as_tensor(), beta.as_tensor(), 1e-5, act)?;
+            (y * &dy)?.sum_all()?.backward()?;
             Ok(())
         })?;
     }
@@ -428,6 +461,9 @@ fn main() -> Res<()> {
     }
     if all || g == "conv" {
         conv(&mut rec)?;
+    }
+    if all || g == "norm" {
+        norm(&mut rec)?;
     }
     if all || g == "fake_quant" {
         fake_quant(&mut rec)?;
