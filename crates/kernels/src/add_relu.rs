@@ -118,13 +118,15 @@ mod tests {
 
     use super::*;
 
+    /// The bits of every value, with `−0.0` read as `+0.0`: the composed backward multiplies a
+    /// negative gradient by a zero mask (`−0.0`) where the fused kernel writes `+0.0`.
     fn bits(t: &Tensor) -> Vec<u32> {
         t.flatten_all()
             .unwrap()
             .to_vec1::<f32>()
             .unwrap()
             .iter()
-            .map(|v| v.to_bits())
+            .map(|v| (v + 0.0).to_bits())
             .collect()
     }
 

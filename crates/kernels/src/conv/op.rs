@@ -380,7 +380,8 @@ impl CustomOp3 for ForwardLsqInput {
         let numel = x.elem_count();
         let packed = x.apply_op2_no_bwd(&dxq, &LsqInputBackward { grid, spec: self.spec })?;
         let dx = packed.narrow(0, 0, numel)?.reshape(x.shape())?;
-        let dstep = packed.narrow(0, numel, 1)?.reshape(step.shape())?;
+        // copied out: a view would keep `packed` (an activation's size) alive in the gradient store
+        let dstep = packed.narrow(0, numel, 1)?.copy()?.reshape(step.shape())?;
         let dw = x.apply_op2_no_bwd(
             &grad,
             &GradWeight {

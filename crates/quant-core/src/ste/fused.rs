@@ -91,9 +91,16 @@ impl Forward {
         let channels = op.steps.len();
         let packed = x.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, &op)?;
         let gx = packed.narrow(0, 0, numel)?.reshape(x.shape())?;
-        let gs = packed.narrow(0, numel, channels)?.reshape(step.shape())?;
+        // the step's and offset's gradients copied out: views would keep `packed` (the input's size)
+        // alive in the gradient store until the optimizer step
+        let gs = packed.narrow(0, numel, channels)?.copy()?.reshape(step.shape())?;
         let go = match offset {
-            Some(o) => Some(packed.narrow(0, numel + channels, channels)?.reshape(o.shape())?),
+            Some(o) => Some(
+                packed
+                    .narrow(0, numel + channels, channels)?
+                    .copy()?
+                    .reshape(o.shape())?,
+            ),
             None => None,
         };
         Ok((gx, gs, go))
