@@ -50,7 +50,9 @@ pub struct BatchStats {
 /// What the forward keeps for the backward.
 #[derive(Clone, Debug)]
 struct Saved {
-    stats: Vec<kernel::ChannelNorm>,
+    mean: Vec<f32>,
+    var: Vec<f32>,
+    invstd: Vec<f32>,
     gamma: Vec<f32>,
 }
 
@@ -99,8 +101,8 @@ pub fn batch_norm_train(
     Ok((
         y,
         BatchStats {
-            mean: s.stats.iter().map(|st| st.mean).collect(),
-            var: s.stats.iter().map(|st| st.var).collect(),
+            mean: s.mean.clone(),
+            var: s.var.clone(),
             count: n * h * w,
         },
     ))
@@ -165,11 +167,25 @@ impl CustomOp3 for Forward {
             f32_slice(s2, l2, "batch_norm", "γ")?,
             f32_slice(s3, l3, "batch_norm", "β")?,
         );
+        let (mean, var) = kernel::channel_stats(x, sh);
+        let invstd: Vec<f32> = var
+            .iter()
+            .map(|v| (1.0 / ((*v as f64) + self.eps).sqrt()) as f32)
+            .collect();
+        let scale: Vec<f32> = gamma.iter().zip(&invstd).map(|(g, i)| g * i).collect();
+        let shift: Vec<f32> = beta
+            .iter()
+            .zip(&mean)
+            .zip(&scale)
+            .map(|((b, m), s)| b - m * s)
+            .collect();
         let mut y = vec![0.0f32; x.len()];
-        let stats = kernel::train_forward(x, sh, (gamma, beta), self.eps, self.act, &mut y);
+        kernel::normalize(x, sh, &scale, &shift, self.act, &mut y);
         if let Ok(mut s) = self.saved.lock() {
             *s = Some(Saved {
-                stats,
+                mean,
+                var,
+                invstd,
                 gamma: gamma.to_vec(),
             });
         }
@@ -190,7 +206,7 @@ impl CustomOp3 for Forward {
             .map_err(|_| candle_core::Error::msg("batch_norm: poisoned lock"))?
             .clone()
             .ok_or_else(|| candle_core::Error::msg("batch_norm: backward before forward"))?;
-        let c = saved.stats.len();
+        let c = saved.mean.len();
         let numel = x.elem_count();
         let flat = x.apply_op3_no_bwd(res, &grad.contiguous()?, &Backward { saved, act: self.act })?;
         let dx = if x.track_op() {
@@ -198,13 +214,7 @@ impl CustomOp3 for Forward {
         } else {
             None
         };
-        // dγ and dβ copied out: a view would keep the whole `flat` (an activation's size) alive in the
-        // gradient store until the optimizer step.
-        Ok((
-            dx,
-            Some(flat.narrow(0, numel, c)?.copy()?),
-            Some(flat.narrow(0, numel + c, c)?.copy()?),
-        ))
+        Ok((dx, Some(flat.narrow(0, numel, c)?), Some(flat.narrow(0, numel + c, c)?)))
     }
 }
 
@@ -235,12 +245,13 @@ impl CustomOp3 for Backward {
             f32_slice(s3, l3, "batch_norm", "dy")?,
         );
         let s = &self.saved;
+        let (sg, sgx) = kernel::backward_sums(x, y, dy, sh, &s.mean, self.act);
         let mut out = vec![0.0f32; x.len() + 2 * sh.c];
         let (dx, rest) = out.split_at_mut(x.len());
-        let sums = kernel::train_backward((x, y, dy), sh, &s.stats, &s.gamma, self.act, dx);
-        for (c, ((sg, sgx), st)) in sums.iter().zip(&s.stats).enumerate() {
-            rest[c] = (sgx * st.invstd as f64) as f32;
-            rest[sh.c + c] = *sg as f32;
+        kernel::backward_input(x, y, dy, sh, &s.mean, &s.invstd, &s.gamma, (&sg, &sgx), self.act, dx);
+        for c in 0..sh.c {
+            rest[c] = (sgx[c] * s.invstd[c] as f64) as f32;
+            rest[sh.c + c] = sg[c] as f32;
         }
         Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * sh.c)))
     }
