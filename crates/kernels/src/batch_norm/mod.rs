@@ -214,7 +214,13 @@ impl CustomOp3 for Forward {
         } else {
             None
         };
-        Ok((dx, Some(flat.narrow(0, numel, c)?), Some(flat.narrow(0, numel + c, c)?)))
+        // dγ and dβ copied out: a view would keep the whole `flat` (an activation's size) alive in the
+        // gradient store until the optimizer step.
+        Ok((
+            dx,
+            Some(flat.narrow(0, numel, c)?.copy()?),
+            Some(flat.narrow(0, numel + c, c)?.copy()?),
+        ))
     }
 }
 
