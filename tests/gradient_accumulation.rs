@@ -95,3 +95,52 @@ fn custom_op_gradients_match_the_composed_graph() {
         assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
     }
 }
+
+/// Elements in the buffer behind a CPU tensor (not only those its view shows).
+fn buffer_len(t: &Tensor) -> usize {
+    let (storage, _) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) => v.len(),
+        _ => panic!("expected an f32 CPU tensor"),
+    }
+}
+
+/// A small gradient returned beside a large one (BatchNorm's dγ and dβ, a fake-quant step's)
+/// lives in a buffer of its own: a view into the packed backward buffer, stored directly, would
+/// keep an activation-sized buffer alive in the gradient store until the optimizer step.
+#[test]
+fn small_gradients_do_not_hold_the_large_buffer() {
+    use quarc::kernels::{Activation, batch_norm_train};
+    use quarc::quant_core::{LsqOptions, QRange, lsq_fake_quant};
+    let values: Vec<f32> = (0..4 * 3 * 8 * 8)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+        .collect();
+    let x = var(&values, &[4, 3, 8, 8]);
+    let (gamma, beta) = (var(&[1.0, 0.5, 2.0], &[3]), var(&[0.1, -0.2, 0.0], &[3]));
+    let (y, _) = batch_norm_train(
+        x.as_tensor(),
+        gamma.as_tensor(),
+        beta.as_tensor(),
+        1e-5,
+        Activation::Relu,
+    )
+    .unwrap();
+    let step = var(&[0.1], &[]);
+    let q = lsq_fake_quant(
+        &y,
+        step.as_tensor(),
+        QRange::unsigned(2).unwrap(),
+        LsqOptions::default(),
+    )
+    .unwrap();
+    let grads = q.sum_all().unwrap().backward().unwrap();
+    for (name, v) in [("γ", &gamma), ("β", &beta), ("step", &step)] {
+        let g = grads.get(v.as_tensor()).unwrap();
+        assert_eq!(buffer_len(g), g.elem_count(), "{name}'s gradient");
+    }
+    let gx = grads.get(x.as_tensor()).unwrap();
+    assert!(
+        buffer_len(gx) <= gx.elem_count() + 6,
+        "x's gradient keeps at most dγ and dβ's room"
+    );
+}

@@ -732,9 +732,11 @@ impl GradStore {
                 let sum = entry.get().add(grad)?;
                 entry.insert(sum);
             }
-            // A strided first gradient (a broadcast, a transpose) is added into zeros as before:
-            // the add writes a contiguous tensor at least as fast as a strided copy would.
-            Entry::Vacant(entry) if grad.is_contiguous() => {
+            // A strided first gradient (a broadcast, a transpose), or a view into a larger buffer
+            // that starts past its beginning (a `narrow`), is added into zeros as before: the add
+            // writes a compact contiguous tensor at least as fast as a strided copy would, and does
+            // not keep the larger buffer alive in the store.
+            Entry::Vacant(entry) if grad.is_contiguous() && grad.layout().start_offset() == 0 => {
                 entry.insert(grad.clone());
             }
             Entry::Vacant(entry) => {

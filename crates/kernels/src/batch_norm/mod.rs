@@ -218,8 +218,8 @@ impl CustomOp3 for Forward {
         // gradient store until the optimizer step.
         Ok((
             dx,
-            Some(flat.narrow(0, numel, c)?.copy()?),
-            Some(flat.narrow(0, numel + c, c)?.copy()?),
+            Some(flat.narrow(0, numel, c)?.force_contiguous()?),
+            Some(flat.narrow(0, numel + c, c)?.force_contiguous()?),
         ))
     }
 }

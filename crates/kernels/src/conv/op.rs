@@ -381,7 +381,7 @@ impl CustomOp3 for ForwardLsqInput {
         let packed = x.apply_op2_no_bwd(&dxq, &LsqInputBackward { grid, spec: self.spec })?;
         let dx = packed.narrow(0, 0, numel)?.reshape(x.shape())?;
         // copied out: a view would keep `packed` (an activation's size) alive in the gradient store
-        let dstep = packed.narrow(0, numel, 1)?.copy()?.reshape(step.shape())?;
+        let dstep = packed.narrow(0, numel, 1)?.force_contiguous()?.reshape(step.shape())?;
         let dw = x.apply_op2_no_bwd(
             &grad,
             &GradWeight {

@@ -93,12 +93,15 @@ impl Forward {
         let gx = packed.narrow(0, 0, numel)?.reshape(x.shape())?;
         // the step's and offset's gradients copied out: views would keep `packed` (the input's size)
         // alive in the gradient store until the optimizer step
-        let gs = packed.narrow(0, numel, channels)?.copy()?.reshape(step.shape())?;
+        let gs = packed
+            .narrow(0, numel, channels)?
+            .force_contiguous()?
+            .reshape(step.shape())?;
         let go = match offset {
             Some(o) => Some(
                 packed
                     .narrow(0, numel + channels, channels)?
-                    .copy()?
+                    .force_contiguous()?
                     .reshape(o.shape())?,
             ),
             None => None,
