@@ -9,6 +9,22 @@ fn var(values: &[f32], dims: &[usize]) -> Var {
     Var::from_tensor(&Tensor::from_slice(values, dims, &Device::Cpu).unwrap()).unwrap()
 }
 
+type BatchNorm = fn(
+    &Tensor,
+    &Tensor,
+    &Tensor,
+    f64,
+    quarc::kernels::Activation,
+) -> candle_core::Result<(Tensor, quarc::kernels::BatchStats)>;
+
+/// Training BatchNorm (ε = 1e-5) + ReLU through `f`.
+fn bn_relu(f: BatchNorm, x: &Var, gamma: &Var, beta: &Var) -> Tensor {
+    let act = quarc::kernels::Activation::Relu;
+    f(x.as_tensor(), gamma.as_tensor(), beta.as_tensor(), 1e-5, act)
+        .unwrap()
+        .0
+}
+
 /// `x` reaches the loss three times (fan-in 3): `d/dx Σ (x·x + x) = 2x + 1`.
 #[test]
 fn fan_in_gradients_still_sum() {
@@ -56,7 +72,7 @@ fn view_and_subtract_gradients_combine() {
 /// gradient (the fused op's gradient is stored first, the composed graph's fans in).
 #[test]
 fn custom_op_gradients_match_the_composed_graph() {
-    use quarc::kernels::{Activation, batch_norm_train, batch_norm_train_reference};
+    use quarc::kernels::{batch_norm_train, batch_norm_train_reference};
     // no value at its channel's mean: the ReLU's tie at 0 would separate the two paths by rounding
     let values: Vec<f32> = (0..24)
         .map(|i| ((i * 7) % 11) as f32 / 5.0 - 1.0 + 0.013 * i as f32)
@@ -71,14 +87,7 @@ fn custom_op_gradients_match_the_composed_graph() {
         } else {
             batch_norm_train_reference
         };
-        let (y, _) = f(
-            x.as_tensor(),
-            gamma.as_tensor(),
-            beta.as_tensor(),
-            1e-5,
-            Activation::Relu,
-        )
-        .unwrap();
+        let y = bn_relu(f, &x, &gamma, &beta);
         let grads = (y * &dy).unwrap().sum_all().unwrap().backward().unwrap();
         let g: Vec<f32> = grads
             .get(x.as_tensor())
@@ -110,21 +119,14 @@ fn buffer_len(t: &Tensor) -> usize {
 /// keep an activation-sized buffer alive in the gradient store until the optimizer step.
 #[test]
 fn small_gradients_do_not_hold_the_large_buffer() {
-    use quarc::kernels::{Activation, batch_norm_train};
+    use quarc::kernels::batch_norm_train;
     use quarc::quant_core::{LsqOptions, QRange, lsq_fake_quant};
     let values: Vec<f32> = (0..4 * 3 * 8 * 8)
         .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
         .collect();
     let x = var(&values, &[4, 3, 8, 8]);
     let (gamma, beta) = (var(&[1.0, 0.5, 2.0], &[3]), var(&[0.1, -0.2, 0.0], &[3]));
-    let (y, _) = batch_norm_train(
-        x.as_tensor(),
-        gamma.as_tensor(),
-        beta.as_tensor(),
-        1e-5,
-        Activation::Relu,
-    )
-    .unwrap();
+    let y = bn_relu(batch_norm_train, &x, &gamma, &beta);
     let step = var(&[0.1], &[]);
     let q = lsq_fake_quant(
         &y,
