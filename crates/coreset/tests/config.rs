@@ -229,39 +229,3 @@ fn a_pass_free_selection_is_refused_for_scorers_that_read_outputs() {
         Err(Error::MissingInput { .. })
     ));
 }
-
-/// Selections are `tracing` events (silent without a subscriber): epoch, size and timings.
-#[test]
-fn a_selection_is_a_tracing_event() {
-    use std::sync::{Arc, Mutex};
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-    impl std::io::Write for Captured {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let out = Captured::default();
-    let writer = out.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
-        let mut c = CoresetConfig::preset("random_resample", 0.1, 5)
-            .unwrap()
-            .build(labels(500), 10, 7)
-            .unwrap();
-        select_at(&mut c, 5);
-    });
-    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-    assert!(text.contains("coreset selected"), "{text}");
-    assert!(
-        text.contains("epoch=5") && text.contains("size=50") && text.contains("of=500"),
-        "{text}"
-    );
-}
