@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A/B of quarc builds: runs each variant's bench_side_by_side binary on the same workloads, alternating, ROUNDS
-# times (7 timed runs each), and prints the median of the round medians. Never part of CI.
+# times (7 timed runs each), and prints the median of the round medians and, for every variant after the first,
+# the median of its round-by-round ratios to the first. Never part of CI.
 #
 #   cp target/release/examples/bench_side_by_side /tmp/bench_before   # build, copy, change, build again
 #   bench/ab.sh step/ step 3 /tmp/bench_before target/release/examples/bench_side_by_side
@@ -26,6 +27,13 @@ runs = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     variant, name, value = line.split()
     runs[(name, variant)].append(float(value))
+first = {}
+for (name, variant), xs in runs.items():
+    first.setdefault(name, (variant, xs))
 for (name, variant), xs in sorted(runs.items()):
-    print(f"{name:44s} {variant:40s} median {statistics.median(xs):9.2f}   rounds {' '.join(f'{x:.1f}' for x in xs)}")
+    base_variant, base = first[name]
+    # the ratio to the first variant round by round (same minutes), robust to the VM's slow spells
+    paired = "" if variant == base_variant else \
+        f"   paired ratio {statistics.median(x / b for x, b in zip(xs, base)):.3f}"
+    print(f"{name:44s} {variant:40s} median {statistics.median(xs):9.2f}{paired}   rounds {' '.join(f'{x:.1f}' for x in xs)}")
 PY

@@ -1,6 +1,6 @@
-//! Winograd F(2×2, 3×3) against an f64 direct loop and against im2col: forward and input
-//! gradient over random shapes (1e-4 relative), its f32 error on ResNet-18's layer shapes, and
-//! determinism across thread counts. Its own test binary, because it switches the process-wide
+//! Winograd F(2×2, 3×3) against an f64 direct loop and against im2col: forward, input gradient
+//! and weight gradient over random shapes (1e-4 relative), its f32 error on ResNet-18's layer
+//! shapes, and determinism across thread counts. Its own test binary, because it switches the process-wide
 //! Winograd setting.
 
 mod common;
@@ -27,8 +27,8 @@ fn fast(x: &Tensor, w: &Tensor, up: &Tensor, p: &Conv2dParams) -> (Tensor, Tenso
     (y, g.get(&xv).unwrap().clone(), g.get(&wv).unwrap().clone())
 }
 
-/// Max relative errors of `(y, dx)` against the f64 loop, with Winograd on and off.
-fn errors(batch: usize, c_in: usize, c_out: usize, h: usize, w: usize, pad: usize, seed: u64) -> [(f64, f64); 2] {
+/// Max relative errors of `(y, dx, dw)` against the f64 loop, with Winograd on and off.
+fn errors(batch: usize, c_in: usize, c_out: usize, h: usize, w: usize, pad: usize, seed: u64) -> [(f64, f64, f64); 2] {
     let p = Conv2dParams {
         padding: pad,
         ..Default::default()
@@ -36,12 +36,12 @@ fn errors(batch: usize, c_in: usize, c_out: usize, h: usize, w: usize, pad: usiz
     let x = seeded(seed, &[batch, c_in, h, w], 1.0);
     let wt = seeded(seed + 1, &[c_out, c_in, 3, 3], 0.5);
     let up = seeded(seed + 2, &[batch, c_out, h + 2 * pad - 2, w + 2 * pad - 2], 1.0);
-    let (ny, ndx, _) = naive(&x, &wt, &up, &p);
-    let mut out = [(0.0, 0.0); 2];
+    let (ny, ndx, ndw) = naive(&x, &wt, &up, &p);
+    let mut out = [(0.0, 0.0, 0.0); 2];
     for (slot, policy) in out.iter_mut().zip([WinogradPolicy::Always, WinogradPolicy::Off]) {
         set_winograd(policy);
-        let (y, dx, _) = fast(&x, &wt, &up, &p);
-        *slot = (rel_err64(&y, &ny), rel_err64(&dx, &ndx));
+        let (y, dx, dw) = fast(&x, &wt, &up, &p);
+        *slot = (rel_err64(&y, &ny), rel_err64(&dx, &ndx), rel_err64(&dw, &ndw));
     }
     set_winograd(WinogradPolicy::Always);
     out
@@ -57,9 +57,9 @@ proptest! {
     ) {
         prop_assume!(h + 2 * pad >= 3 && w + 2 * pad >= 3);
         let _turn = serial();
-        let [(wy, wdx), (iy, idx)] = errors(batch, c_in, c_out, h, w, pad, seed);
-        prop_assert!(wy < 1e-4 && wdx < 1e-4, "winograd y {wy:e} dx {wdx:e}");
-        prop_assert!(iy < 1e-5 && idx < 1e-5, "im2col y {iy:e} dx {idx:e}");
+        let [(wy, wdx, wdw), (iy, idx, idw)] = errors(batch, c_in, c_out, h, w, pad, seed);
+        prop_assert!(wy < 1e-4 && wdx < 1e-4 && wdw < 1e-4, "winograd y {wy:e} dx {wdx:e} dw {wdw:e}");
+        prop_assert!(iy < 1e-5 && idx < 1e-5 && idw < 1e-5, "im2col y {iy:e} dx {idx:e} dw {idw:e}");
     }
 }
 
@@ -69,11 +69,16 @@ fn winograd_error_on_resnet18_layers_is_bounded() {
     let _turn = serial();
     let mut worst = 0.0f64;
     for (i, &(c, hw)) in [(64usize, 32usize), (128, 16), (256, 8), (512, 4)].iter().enumerate() {
-        let [(wy, wdx), (iy, idx)] = errors(1, c, c, hw, hw, 1, 40 + i as u64);
-        println!("{c}x{c}@{hw}: winograd y {wy:.2e} dx {wdx:.2e}; im2col y {iy:.2e} dx {idx:.2e}");
+        let [(wy, wdx, wdw), (iy, idx, idw)] = errors(1, c, c, hw, hw, 1, 40 + i as u64);
+        println!(
+            "{c}x{c}@{hw}: winograd y {wy:.2e} dx {wdx:.2e} dw {wdw:.2e}; im2col y {iy:.2e} dx {idx:.2e} dw {idw:.2e}"
+        );
         // F(2×2, 3×3) adds and halves only: within a small factor of im2col's own f32 error.
-        assert!(wy < 1e-5 && wdx < 1e-5, "winograd error {wy:e} / {wdx:e} on {c}@{hw}");
-        worst = worst.max(wy).max(wdx);
+        assert!(
+            wy < 1e-5 && wdx < 1e-5 && wdw < 1e-5,
+            "winograd error {wy:e} / {wdx:e} / {wdw:e} on {c}@{hw}"
+        );
+        worst = worst.max(wy).max(wdx).max(wdw);
     }
     assert!(worst > 0.0, "the comparison must see some f32 rounding");
 }
@@ -84,9 +89,9 @@ fn winograd_results_do_not_depend_on_the_thread_count() {
         padding: 1,
         ..Default::default()
     };
-    let x = seeded(7, &[9, 16, 7, 10], 1.0);
+    let x = seeded(7, &[18, 16, 7, 10], 1.0);
     let w = seeded(8, &[24, 16, 3, 3], 0.5);
-    let up = seeded(9, &[9, 24, 7, 10], 1.0);
+    let up = seeded(9, &[18, 24, 7, 10], 1.0);
     let _turn = serial();
     set_winograd(WinogradPolicy::Always);
     let once = |threads: usize| {

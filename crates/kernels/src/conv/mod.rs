@@ -5,7 +5,7 @@
 //! |---|---|
 //! | dense (`groups = 1`), any kernel, stride, padding, dilation | im2col + AVX-512/AVX2 GEMM, images batched into one GEMM when the output plane is small |
 //! | 1×1, stride 1, unpadded | the input is the GEMM operand (no im2col) |
-//! | 3×3, stride 1, ≥ 256 channels in and out (forward and input gradient) | Winograd F(2×2, 3×3): 16 GEMMs over transformed tiles ([`WinogradPolicy`]; `QUARC_WINOGRAD=off`/`always`) |
+//! | 3×3, stride 1, ≥ 128 channels in and out (forward, input gradient and weight gradient) | Winograd F(2×2, 3×3): 16 GEMMs over tiles transformed sixteen images at a time; the weight gradient through its adjoint ([`WinogradPolicy`]; `QUARC_WINOGRAD=off`/`always`) |
 //! | dense, not Winograd, with a per-tensor LSQ input quantizer ([`conv2d_lsq_input`]) | the fake-quant applied while packing the im2col operand |
 //! | depthwise (`groups = c_in = c_out`) | direct loop per NCHW plane: a zero-padded, stride-phase-split copy makes every tap one contiguous run; AVX-512/AVX2 picked at run time |
 //! | anything else, non-f32, CUDA, Metal | candle's `Tensor::conv2d` |
@@ -147,14 +147,14 @@ pub fn set_cpu_engine(engine: CpuConvEngine) {
     );
 }
 
-/// When stride-1 3×3 convolutions use Winograd F(2×2, 3×3) (forward pass and input gradient)
+/// When stride-1 3×3 convolutions use Winograd F(2×2, 3×3) (forward pass, input and weight gradients)
 /// instead of im2col.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WinogradPolicy {
     /// Never.
     Off,
-    /// Where it measured faster (or on par) on a 2-core AVX-512 machine: ≥ 256 channels in and
-    /// out (docs/performance.md has the A/B table). The default.
+    /// Where it measured faster on a 2-core AVX-512 machine: ≥ 128 channels in and out
+    /// (docs/performance.md has the A/B tables). The default.
     Auto,
     /// For every eligible shape (≥ 1 channel): tests and benchmarks.
     Always,
@@ -270,11 +270,12 @@ pub fn conv2d_affine_act(
 }
 
 /// `conv2d(lsq(x; step), w)`: a per-tensor LSQ fake-quant of the input applied while the input
-/// is packed into the im2col operand (no separate pass writing and re-reading `x_q`), with the
-/// straight-through input gradient and LSQ's step gradient (scaled by `spec.grad_scale`) in the
-/// backward. Returns `None` where the fusion does not apply — anything but a dense convolution
-/// on the CPU im2col path (Winograd layers, depthwise, other devices and dtypes) or a step that
-/// is not one f32 value — and the caller quantizes and convolves separately. Otherwise
+/// is packed into the im2col operand or interleaved for the Winograd tile transform (no
+/// separate pass writing and re-reading `x_q`), with the straight-through input gradient and
+/// LSQ's step gradient (scaled by `spec.grad_scale`) in the backward. Returns `None` where the
+/// fusion does not apply — anything but a dense convolution on the CPU fast path (depthwise,
+/// other devices and dtypes) or a step that is not one f32 value — and the caller quantizes and
+/// convolves separately. Otherwise
 /// `Some((y, nan))`, `nan` saying whether an input or the step was NaN. Bit for bit the result
 /// of the separate fused fake-quant followed by [`conv2d`] on the same path.
 pub fn conv2d_lsq_input(
@@ -288,8 +289,8 @@ pub fn conv2d_lsq_input(
     {
         return Ok(None);
     }
-    let (g, kind) = op::geometry(x.dims4()?, w.dims4()?, params).map_err(candle_core::Error::msg)?;
-    if kind != ConvKind::Dense || winograd::applies(&g, winograd_policy()) {
+    let (_, kind) = op::geometry(x.dims4()?, w.dims4()?, params).map_err(candle_core::Error::msg)?;
+    if kind != ConvKind::Dense {
         return Ok(None);
     }
     let nan = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

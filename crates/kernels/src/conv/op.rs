@@ -61,7 +61,7 @@ fn forward_storage(
     let mut out = vec![0.0f32; g.batch * g.c_out * g.p_out()];
     match kind {
         _ if g.batch == 0 => {}
-        ConvKind::Dense if winograd::applies(g, winograd_policy()) => winograd::forward(g, x, w, &mut out, epi),
+        ConvKind::Dense if winograd::applies(g, winograd_policy()) => winograd::forward(g, x, w, &mut out, epi, None),
         ConvKind::Dense => dense::forward(g, x, w, &mut out, epi, None),
         ConvKind::Depthwise => depthwise::forward(g, x, w, &mut out, epi),
     }
@@ -219,7 +219,11 @@ impl CustomOp2 for GradWeight {
             _ if g.batch == 0 => {}
             ConvKind::Dense => {
                 let packing = self.quant.map(Packing::new);
-                dense::grad_weight(&g, x, dy, &mut dw, packing.as_ref())
+                if winograd::applies(&g, winograd_policy()) {
+                    winograd::grad_weight(&g, x, dy, &mut dw, packing.as_ref())
+                } else {
+                    dense::grad_weight(&g, x, dy, &mut dw, packing.as_ref())
+                }
             }
             ConvKind::Depthwise => depthwise::grad_weight(&g, x, dy, &mut dw),
         }
@@ -297,7 +301,8 @@ impl CustomOp3 for ForwardAffine {
 }
 
 /// `(x, w, step) ↦ conv2d(lsq(x; step), w)` with the fake-quant applied while `x` is packed
-/// (dense im2col path only; the caller checks). Raises `nan` when an input or the step is NaN.
+/// (into the im2col operand, or the Winograd tile transform's interleaved planes; dense
+/// convolutions only, the caller checks). Raises `nan` when an input or the step is NaN.
 #[derive(Clone, Debug)]
 pub(crate) struct ForwardLsqInput {
     pub params: Conv2dParams,
@@ -345,7 +350,11 @@ impl CustomOp3 for ForwardLsqInput {
         let packing = Packing::new(Grid::new(step, &self.spec));
         let mut out = vec![0.0f32; g.batch * g.c_out * g.p_out()];
         if g.batch > 0 {
-            dense::forward(&g, x, w, &mut out, None, Some(&packing));
+            if winograd::applies(&g, winograd_policy()) {
+                winograd::forward(&g, x, w, &mut out, None, Some(&packing));
+            } else {
+                dense::forward(&g, x, w, &mut out, None, Some(&packing));
+            }
         }
         if packing.saw_nan() {
             self.nan.store(true, Ordering::Relaxed);

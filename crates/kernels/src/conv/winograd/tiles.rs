@@ -1,0 +1,304 @@
+//! The tile transforms of Winograd F(2×2, 3×3), sixteen images at a time, one per vector lane.
+//!
+//! A chunk's images are taken in blocks of [`LANES`]. Channel `c` of a block is interleaved
+//! (`padded[(y·wp + x)·16 + lane]`, zero-padded), so one tile of the sixteen images is sixteen
+//! consecutive values and `V = Bᵀ d B` runs as vector adds across images instead of scalar code
+//! with sixteen scattered stores per tile. The GEMM columns follow the same order — block by
+//! block, tile by tile, lane by lane ([`column`]) — so each transformed value is stored as one
+//! run of lanes. The output side mirrors it: `Aᵀ M A` across lanes into an interleaved grid,
+//! de-interleaved into a per-channel staging area (`staged[b][y][x]`, image by image).
+//!
+//! The arithmetic is the scalar version's, operation for operation, so the values do not
+//! change; only the order in which tiles are visited does.
+
+use super::lanes::{add, load, store, sub};
+use super::{Plan, Strides};
+use crate::conv::input_quant::Packing;
+use crate::transpose::{LANES, deinterleave16, interleave16};
+use crate::wide::Kernel;
+
+/// Images in block `k` of a chunk of `n`.
+pub(super) fn block_lanes(n: usize, k: usize) -> usize {
+    LANES.min(n - k * LANES)
+}
+
+/// The GEMM column of tile `t` of image `b` in a chunk of `n` images with `tiles` tiles each
+/// (the order the transforms use; named here for the tests).
+#[cfg(test)]
+fn column(n: usize, tiles: usize, b: usize, t: usize) -> usize {
+    let (k, lane) = (b / LANES, b % LANES);
+    k * LANES * tiles + t * block_lanes(n, k) + lane
+}
+
+/// Scratch of one input-transform task.
+#[derive(Default)]
+pub(super) struct InputScratch {
+    pub inter: Vec<f32>,
+    pub padded: Vec<f32>,
+}
+
+/// The transformed tiles of channel `c` of every image in `xs` (`n × c_in × h × w`) into `vc`:
+/// row `ξ` (stride `st.row`) holds `V[ξ]` of every tile, in [`column`] order.
+pub(super) struct InputChannel<'a> {
+    pub p: &'a Plan,
+    pub xs: &'a [f32],
+    pub c: usize,
+    pub vc: &'a mut [f32],
+    pub st: Strides,
+    pub s: &'a mut InputScratch,
+    /// The input fake-quant, applied to the interleaved values.
+    pub q: Option<&'a Packing>,
+}
+
+impl Kernel for InputChannel<'_> {
+    type Out = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let p = self.p;
+        let (hw, img) = (p.h * p.w, p.c_in * p.h * p.w);
+        let n = self.xs.len() / img;
+        let (hp, wp) = p.padded();
+        let s = self.s;
+        s.inter.resize(hw * LANES, 0.0);
+        // The padding stays zero: every block rewrites the interior only.
+        s.padded.clear();
+        s.padded.resize(hp * wp * LANES, 0.0);
+        for k in 0..n.div_ceil(LANES) {
+            let lanes = block_lanes(n, k);
+            let planes = &self.xs[k * LANES * img + self.c * hw..];
+            if lanes == LANES {
+                interleave16(planes, img, hw, &mut s.inter);
+            } else {
+                s.inter.fill(0.0);
+                for (l, plane) in planes.chunks(img).take(lanes).enumerate() {
+                    for (pos, v) in plane[..hw].iter().enumerate() {
+                        s.inter[pos * LANES + l] = *v;
+                    }
+                }
+            }
+            if let Some(q) = self.q {
+                q.quantize_in_place(&mut s.inter);
+            }
+            let row = p.w * LANES;
+            for (y, src) in s.inter.chunks_exact(row).enumerate() {
+                let at = ((y + p.pad) * wp + p.pad) * LANES;
+                s.padded[at..at + row].copy_from_slice(src);
+            }
+            transform_block(p, &s.padded, lanes, k * LANES * p.tiles(), self.vc, self.st.row);
+        }
+    }
+}
+
+/// `V = Bᵀ d B` for every tile of one interleaved, padded block, stored from column `base`.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // `j` indexes four rows of `t` at once
+fn transform_block(p: &Plan, q: &[f32], lanes: usize, base: usize, vc: &mut [f32], row: usize) {
+    let wp = p.padded().1;
+    for ty in 0..p.tiles_y {
+        for tx in 0..p.tiles_x {
+            let d = |i: usize, j: usize| load(q, ((2 * ty + i) * wp + 2 * tx + j) * LANES, LANES);
+            // Rows first, then columns.
+            let mut t = [[[0.0f32; LANES]; 4]; 4];
+            for j in 0..4 {
+                let (d0, d1, d2, d3) = (d(0, j), d(1, j), d(2, j), d(3, j));
+                t[0][j] = sub(d0, d2);
+                t[1][j] = add(d1, d2);
+                t[2][j] = sub(d2, d1);
+                t[3][j] = sub(d1, d3);
+            }
+            let at = base + (ty * p.tiles_x + tx) * lanes;
+            for (i, r) in t.iter().enumerate() {
+                let vals = [sub(r[0], r[2]), add(r[1], r[2]), sub(r[2], r[1]), sub(r[1], r[3])];
+                for (j, v) in vals.iter().enumerate() {
+                    store(vc, (i * 4 + j) * row + at, v, lanes);
+                }
+            }
+        }
+    }
+}
+
+/// `Aᵀ M A` for output channel `o` of every image of a chunk of `n`: `m` holds the 16 product
+/// matrices (`ξ` apart by `st.m_plane`, rows by `st.row`, columns in [`column`] order); the
+/// result goes to `staged` (`n × ho × wo`), `grid` being scratch.
+pub(super) struct OutputChannel<'a> {
+    pub p: &'a Plan,
+    pub m: &'a [f32],
+    pub st: Strides,
+    pub o: usize,
+    pub n: usize,
+    pub staged: &'a mut [f32],
+    pub grid: &'a mut Vec<f32>,
+}
+
+impl Kernel for OutputChannel<'_> {
+    type Out = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let p = self.p;
+        let ohw = p.ho * p.wo;
+        self.grid.resize(ohw * LANES, 0.0);
+        for k in 0..self.n.div_ceil(LANES) {
+            let lanes = block_lanes(self.n, k);
+            let base = self.o * self.st.row + k * LANES * p.tiles();
+            untransform_block(p, self.m, self.st.m_plane, base, lanes, self.grid);
+            let dst = &mut self.staged[k * LANES * ohw..];
+            if lanes == LANES {
+                deinterleave16(self.grid, ohw, ohw, dst);
+            } else {
+                for (l, plane) in dst.chunks_mut(ohw).take(lanes).enumerate() {
+                    for (pos, v) in plane.iter_mut().enumerate() {
+                        *v = self.grid[pos * LANES + l];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `y = Aᵀ s A` for every tile of one block (products from `m[ξ·m_plane + base + t·lanes]`),
+/// into the interleaved output grid, cropped to `ho × wo`.
+#[inline(always)]
+fn untransform_block(p: &Plan, m: &[f32], m_plane: usize, base: usize, lanes: usize, grid: &mut [f32]) {
+    for ty in 0..p.tiles_y {
+        for tx in 0..p.tiles_x {
+            let at = base + (ty * p.tiles_x + tx) * lanes;
+            let mut s = [[0.0f32; LANES]; 16];
+            for (xi, v) in s.iter_mut().enumerate() {
+                *v = load(m, xi * m_plane + at, lanes);
+            }
+            // r = Aᵀ s (2×4), y = r A (2×2)
+            let (mut r0, mut r1) = ([[0.0f32; LANES]; 4], [[0.0f32; LANES]; 4]);
+            for j in 0..4 {
+                r0[j] = add(add(s[j], s[4 + j]), s[8 + j]);
+                r1[j] = sub(sub(s[4 + j], s[8 + j]), s[12 + j]);
+            }
+            for (i, r) in [r0, r1].iter().enumerate() {
+                let y = 2 * ty + i;
+                if y >= p.ho {
+                    continue;
+                }
+                let vals = [add(add(r[0], r[1]), r[2]), sub(sub(r[1], r[2]), r[3])];
+                for (j, v) in vals.iter().enumerate() {
+                    let x = 2 * tx + j;
+                    if x < p.wo {
+                        store(grid, (y * p.wo + x) * LANES, v, LANES);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A chunk of 19 images (one full block of 16 and a block of 3), 2 channels, 5 × 6 planes,
+    /// padding 1: 3 × 3 tiles, the last row and column of tiles cropped.
+    fn plan() -> (Plan, usize) {
+        (Plan::new(2, 2, 5, 6, 1), 19)
+    }
+
+    fn value(i: usize) -> f32 {
+        ((i * 7919 % 1009) as f32 - 504.0) / 64.0
+    }
+
+    #[test]
+    fn input_tiles_match_the_scalar_transform_at_their_columns() {
+        let (p, n) = plan();
+        let (hw, img) = (p.h * p.w, p.c_in * p.h * p.w);
+        let xs: Vec<f32> = (0..n * img).map(value).collect();
+        let st = Strides::new(n * p.tiles(), p.c_out);
+        for c in 0..p.c_in {
+            let mut vc = vec![f32::NAN; 16 * st.row];
+            let mut s = InputScratch::default();
+            crate::wide::wide(InputChannel {
+                p: &p,
+                xs: &xs,
+                c,
+                vc: &mut vc,
+                st,
+                s: &mut s,
+                q: None,
+            });
+            for b in 0..n {
+                let at = |y: usize, x: usize| -> f32 {
+                    let (y, x) = (y.checked_sub(p.pad), x.checked_sub(p.pad));
+                    match (y, x) {
+                        (Some(y), Some(x)) if y < p.h && x < p.w => xs[b * img + c * hw + y * p.w + x],
+                        _ => 0.0,
+                    }
+                };
+                for ty in 0..p.tiles_y {
+                    for tx in 0..p.tiles_x {
+                        let d: [[f32; 4]; 4] =
+                            std::array::from_fn(|i| std::array::from_fn(|j| at(2 * ty + i, 2 * tx + j)));
+                        // Bᵀ = [[1,0,−1,0],[0,1,1,0],[0,−1,1,0],[0,1,0,−1]]
+                        let bt = [
+                            [1.0, 0.0, -1.0, 0.0],
+                            [0.0, 1.0, 1.0, 0.0],
+                            [0.0, -1.0, 1.0, 0.0],
+                            [0.0, 1.0, 0.0, -1.0],
+                        ];
+                        let col = column(n, p.tiles(), b, ty * p.tiles_x + tx);
+                        for i in 0..4 {
+                            for j in 0..4 {
+                                let want: f32 = (0..4)
+                                    .flat_map(|a| (0..4).map(move |e| (a, e)))
+                                    .map(|(a, e)| bt[i][a] * d[a][e] * bt[j][e])
+                                    .sum();
+                                let got = vc[(i * 4 + j) * st.row + col];
+                                assert!(
+                                    (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                                    "b {b} tile ({ty},{tx}) ξ ({i},{j}): {got} vs {want}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn output_tiles_match_the_scalar_transform_and_land_in_their_image() {
+        let (p, n) = plan();
+        let st = Strides::new(n * p.tiles(), p.c_out);
+        let m: Vec<f32> = (0..16 * st.m_plane).map(value).collect();
+        let ohw = p.ho * p.wo;
+        // Aᵀ = [[1,1,1,0],[0,1,−1,−1]]
+        let at = [[1.0f32, 1.0, 1.0, 0.0], [0.0, 1.0, -1.0, -1.0]];
+        for o in 0..p.c_out {
+            let mut staged = vec![f32::NAN; n * ohw];
+            let mut grid = Vec::new();
+            crate::wide::wide(OutputChannel {
+                p: &p,
+                m: &m,
+                st,
+                o,
+                n,
+                staged: &mut staged,
+                grid: &mut grid,
+            });
+            for b in 0..n {
+                for y in 0..p.ho {
+                    for x in 0..p.wo {
+                        let col = column(n, p.tiles(), b, (y / 2) * p.tiles_x + x / 2);
+                        let s = |xi: usize| m[xi * st.m_plane + o * st.row + col];
+                        let want: f32 = (0..4)
+                            .flat_map(|a| (0..4).map(move |e| (a, e)))
+                            .map(|(a, e)| at[y % 2][a] * s(a * 4 + e) * at[x % 2][e])
+                            .sum();
+                        let got = staged[b * ohw + y * p.wo + x];
+                        assert!(
+                            (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                            "b {b} ({y},{x}): {got} vs {want}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

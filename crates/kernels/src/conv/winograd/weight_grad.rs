@@ -1,0 +1,236 @@
+//! The weight gradient through Winograd F(2×2, 3×3): the forward's adjoint.
+//!
+//! The forward is `y_tile = Aᵀ [U ⊙ V] A` with `U = G g Gᵀ`, summed over input channels, so
+//! `∂L/∂U[ξ] = Σ_tiles (A ∂y_tile Aᵀ)[ξ] · V[ξ]`: the same input tiles `V` as the forward, the
+//! output gradient's 2×2 tiles lifted to 4×4 (`A ∂y Aᵀ`, here [`GradTiles`]), sixteen GEMMs
+//! (`c_out × tiles` times `tiles × c_in`) accumulated over the chunks of images, and at the end
+//! `∂L/∂g = Gᵀ (∂L/∂U) G` per filter ([`untransform_filter`]). The tiles are visited sixteen
+//! images at a time, one per lane, in the forward's column order.
+
+use super::lanes::{Lanes, add, load, store, sub};
+use super::tiles::{InputScratch, block_lanes};
+use super::{Plan, Strides};
+use crate::transpose::{LANES, interleave16};
+use crate::wide::{Kernel, wide};
+
+/// `A ∂y Aᵀ` (4×4, rows `ξ` of `dmo`, stride `st.row`) for every 2×2 output-gradient tile of
+/// channel `o` of the images in `dys` (`n × c_out × ho × wo`); the part of a tile past the
+/// output's edge reads as zeros.
+pub(super) struct GradTiles<'a> {
+    pub p: &'a Plan,
+    pub dys: &'a [f32],
+    pub o: usize,
+    pub dmo: &'a mut [f32],
+    pub st: Strides,
+    pub s: &'a mut InputScratch,
+}
+
+impl Kernel for GradTiles<'_> {
+    type Out = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let p = self.p;
+        let (ohw, img) = (p.ho * p.wo, p.c_out * p.ho * p.wo);
+        let n = self.dys.len() / img;
+        let wg = 2 * p.tiles_x;
+        let s = self.s;
+        s.inter.resize(ohw * LANES, 0.0);
+        // The rows and columns past the output stay zero: every block rewrites the interior only.
+        s.padded.clear();
+        s.padded.resize(2 * p.tiles_y * wg * LANES, 0.0);
+        for k in 0..n.div_ceil(LANES) {
+            let lanes = block_lanes(n, k);
+            let planes = &self.dys[k * LANES * img + self.o * ohw..];
+            if lanes == LANES {
+                interleave16(planes, img, ohw, &mut s.inter);
+            } else {
+                s.inter.fill(0.0);
+                for (l, plane) in planes.chunks(img).take(lanes).enumerate() {
+                    for (pos, v) in plane[..ohw].iter().enumerate() {
+                        s.inter[pos * LANES + l] = *v;
+                    }
+                }
+            }
+            let row = p.wo * LANES;
+            for (y, src) in s.inter.chunks_exact(row).enumerate() {
+                s.padded[y * wg * LANES..y * wg * LANES + row].copy_from_slice(src);
+            }
+            lift_block(p, &s.padded, lanes, k * LANES * p.tiles(), self.dmo, self.st.row);
+        }
+    }
+}
+
+/// `A ȳ Aᵀ` for every 2×2 tile of one interleaved block, stored from column `base`.
+/// `A = [[1, 0], [1, 1], [1, −1], [0, −1]]`.
+#[inline(always)]
+fn lift_block(p: &Plan, grid: &[f32], lanes: usize, base: usize, dmo: &mut [f32], row: usize) {
+    let wg = 2 * p.tiles_x;
+    for ty in 0..p.tiles_y {
+        for tx in 0..p.tiles_x {
+            let y = |i: usize, j: usize| load(grid, ((2 * ty + i) * wg + 2 * tx + j) * LANES, LANES);
+            let (y00, y01, y10, y11) = (y(0, 0), y(0, 1), y(1, 0), y(1, 1));
+            // r = A ȳ (4×2), then r Aᵀ (4×4)
+            let zero = [0.0f32; LANES];
+            let r = [
+                [y00, y01],
+                [add(y00, y10), add(y01, y11)],
+                [sub(y00, y10), sub(y01, y11)],
+                [sub(zero, y10), sub(zero, y11)],
+            ];
+            let at = base + (ty * p.tiles_x + tx) * lanes;
+            for (i, [a, b]) in r.iter().enumerate() {
+                let vals = [*a, add(*a, *b), sub(*a, *b), sub(zero, *b)];
+                for (j, v) in vals.iter().enumerate() {
+                    store(dmo, (i * 4 + j) * row + at, v, lanes);
+                }
+            }
+        }
+    }
+}
+
+/// `dw[o][i] = Gᵀ dU[o][i] G` (3×3) for `du` laid out `[ξ][o·c_in + i]`, sixteen filters at a
+/// time across lanes, the rest one by one.
+pub(super) fn untransform_filter(du: &[f32], filters: usize, dw: &mut [f32]) {
+    wide(FilterUntransform { du, filters, dw });
+}
+
+struct FilterUntransform<'a> {
+    du: &'a [f32],
+    filters: usize,
+    dw: &'a mut [f32],
+}
+
+impl Kernel for FilterUntransform<'_> {
+    type Out = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let full = self.filters / LANES * LANES;
+        for oi in (0..full).step_by(LANES) {
+            let mut u = [[0.0f32; LANES]; 16];
+            for (xi, v) in u.iter_mut().enumerate() {
+                *v = load(self.du, xi * self.filters + oi, LANES);
+            }
+            let g = untransform_one(&u);
+            for (lane, taps) in self.dw[oi * 9..(oi + LANES) * 9].chunks_exact_mut(9).enumerate() {
+                for (k, t) in taps.iter_mut().enumerate() {
+                    *t = g[k][lane];
+                }
+            }
+        }
+        for oi in full..self.filters {
+            let mut u = [[0.0f32; LANES]; 16];
+            for (xi, v) in u.iter_mut().enumerate() {
+                v[0] = self.du[xi * self.filters + oi];
+            }
+            let g = untransform_one(&u);
+            for (k, t) in self.dw[oi * 9..oi * 9 + 9].iter_mut().enumerate() {
+                *t = g[k][0];
+            }
+        }
+    }
+}
+
+/// `Gᵀ u G` (3×3, row-major) of the 4×4 `u` (row-major), lane by lane;
+/// `Gᵀ = [[1, ½, ½, 0], [0, ½, −½, 0], [0, ½, ½, 1]]`.
+#[inline(always)]
+fn untransform_one(u: &[Lanes; 16]) -> [Lanes; 9] {
+    let half = |a: Lanes| {
+        let mut r = a;
+        r.iter_mut().for_each(|r| *r *= 0.5);
+        r
+    };
+    // Gᵀ applied to a 4-vector (a, b, c, d): (a + ½(b + c), ½(b − c), ½(b + c) + d).
+    let apply = |a: Lanes, b: Lanes, c: Lanes, d: Lanes| -> [Lanes; 3] {
+        let (s, t) = (half(add(b, c)), half(sub(b, c)));
+        [add(a, s), t, add(s, d)]
+    };
+    // columns first: t[a][j] = Σ_i Gᵀ[a][i] u[i][j]
+    let mut t = [[[0.0f32; LANES]; 4]; 3];
+    for j in 0..4 {
+        let col = apply(u[j], u[4 + j], u[8 + j], u[12 + j]);
+        for (a, v) in col.into_iter().enumerate() {
+            t[a][j] = v;
+        }
+    }
+    let mut g = [[0.0f32; LANES]; 9];
+    for (a, row) in t.iter().enumerate() {
+        let r = apply(row[0], row[1], row[2], row[3]);
+        g[a * 3..a * 3 + 3].copy_from_slice(&r);
+    }
+    g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(i: usize) -> f32 {
+        ((i * 7919 % 1009) as f32 - 504.0) / 64.0
+    }
+
+    #[test]
+    fn the_filter_untransform_is_the_adjoint_of_the_transform() {
+        // ⟨G g Gᵀ, u⟩ = ⟨g, Gᵀ u G⟩ for 21 filters (one block of sixteen and five one by one).
+        let filters = 21;
+        let g: Vec<f32> = (0..filters * 9).map(value).collect();
+        let u: Vec<f32> = (0..16 * filters).map(|i| value(i + 5000)).collect();
+        let gu = super::super::filter::transform_filter(&g, 3, 7);
+        let mut dw = vec![f32::NAN; filters * 9];
+        untransform_filter(&u, filters, &mut dw);
+        for oi in 0..filters {
+            let lhs: f64 = (0..16)
+                .map(|xi| gu[xi * filters + oi] as f64 * u[xi * filters + oi] as f64)
+                .sum();
+            let rhs: f64 = (0..9).map(|k| g[oi * 9 + k] as f64 * dw[oi * 9 + k] as f64).sum();
+            assert!(
+                (lhs - rhs).abs() <= 1e-4 * lhs.abs().max(1.0),
+                "filter {oi}: {lhs} vs {rhs}"
+            );
+        }
+    }
+
+    #[test]
+    fn lifted_tiles_are_the_adjoint_of_the_output_transform() {
+        // ⟨Aᵀ s A, ȳ⟩ = ⟨s, A ȳ Aᵀ⟩ over a chunk of 19 images (a block of 16 and one of 3),
+        // 5 × 7 outputs (cropped tiles), for one channel.
+        let p = Plan::new(2, 2, 5, 7, 1);
+        let n = 19;
+        let (ohw, img) = (p.ho * p.wo, p.c_out * p.ho * p.wo);
+        let st = Strides::new(n * p.tiles(), p.c_out);
+        let dys: Vec<f32> = (0..n * img).map(value).collect();
+        let m: Vec<f32> = (0..16 * st.m_plane).map(|i| value(i + 77)).collect();
+        let o = 1;
+        let mut dmo = vec![f32::NAN; 16 * st.row];
+        let mut s = InputScratch::default();
+        wide(GradTiles {
+            p: &p,
+            dys: &dys,
+            o,
+            dmo: &mut dmo,
+            st,
+            s: &mut s,
+        });
+        let mut staged = vec![0.0f32; n * ohw];
+        let mut grid = Vec::new();
+        wide(super::super::tiles::OutputChannel {
+            p: &p,
+            m: &m,
+            st,
+            o,
+            n,
+            staged: &mut staged,
+            grid: &mut grid,
+        });
+        let lhs: f64 = (0..n)
+            .flat_map(|b| (0..ohw).map(move |q| (b, q)))
+            .map(|(b, q)| staged[b * ohw + q] as f64 * dys[b * img + o * ohw + q] as f64)
+            .sum();
+        let rhs: f64 = (0..16)
+            .flat_map(|xi| (0..st.tiles).map(move |c| (xi, c)))
+            .map(|(xi, c)| m[xi * st.m_plane + o * st.row + c] as f64 * dmo[xi * st.row + c] as f64)
+            .sum();
+        assert!((lhs - rhs).abs() <= 1e-4 * lhs.abs().max(1.0), "{lhs} vs {rhs}");
+    }
+}
