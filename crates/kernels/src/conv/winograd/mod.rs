@@ -23,7 +23,7 @@ mod weight_grad;
 
 use rayon::prelude::*;
 
-use self::filter::{gradient_filter, transform_filter};
+use self::filter::{transform_filter, transform_filter_rotated};
 use self::tiles::{InputChannel, InputScratch, OutputChannel};
 use self::weight_grad::{GradTiles, untransform_filter};
 use super::WinogradPolicy;
@@ -200,10 +200,10 @@ pub(crate) fn forward(
 }
 
 /// `dx = convᵀ(dy, w)` for a geometry where [`applies`] holds: a stride-1 3×3 convolution of
-/// `dy` with padding `2 − p` and the rotated, transposed filter.
+/// `dy` with padding `2 − p` and the rotated, transposed filter (transformed straight from `w`).
 pub(crate) fn grad_input(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let plan = Plan::new(g.c_out, g.c_in, g.h_out(), g.w_out(), 2 - g.padding);
-    let u = transform_filter(&gradient_filter(w, g.c_out, g.c_in), g.c_in, g.c_out);
+    let u = transform_filter_rotated(w, g.c_out, g.c_in);
     run(&plan, dy, &u, dx, None, None);
 }
 

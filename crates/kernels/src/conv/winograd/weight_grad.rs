@@ -7,6 +7,8 @@
 //! `∂L/∂g = Gᵀ (∂L/∂U) G` per filter ([`untransform_filter`]). The tiles are visited sixteen
 //! images at a time, one per lane, in the forward's column order.
 
+use rayon::prelude::*;
+
 use super::lanes::{Lanes, add, load, store, sub};
 use super::tiles::{InputScratch, block_lanes};
 use super::{Plan, Strides};
@@ -92,12 +94,23 @@ fn lift_block(p: &Plan, grid: &[f32], lanes: usize, base: usize, dmo: &mut [f32]
 /// `dw[o][i] = Gᵀ dU[o][i] G` (3×3) for `du` laid out `[ξ][o·c_in + i]`, sixteen filters at a
 /// time across lanes, the rest one by one.
 pub(super) fn untransform_filter(du: &[f32], filters: usize, dw: &mut [f32]) {
-    wide(FilterUntransform { du, filters, dw });
+    // Blocks of 64 · 16 filters per task, the last one with the remainder.
+    const PER_TASK: usize = 64 * LANES;
+    dw.par_chunks_mut(PER_TASK * 9).enumerate().for_each(|(t, dw)| {
+        wide(FilterUntransform {
+            du,
+            filters,
+            first: t * PER_TASK,
+            dw,
+        })
+    });
 }
 
+/// Filters `first..first + dw.len() / 9` of the untransform.
 struct FilterUntransform<'a> {
     du: &'a [f32],
     filters: usize,
+    first: usize,
     dw: &'a mut [f32],
 }
 
@@ -106,11 +119,12 @@ impl Kernel for FilterUntransform<'_> {
 
     #[inline(always)]
     fn run(self) {
-        let full = self.filters / LANES * LANES;
+        let count = self.dw.len() / 9;
+        let full = count / LANES * LANES;
         for oi in (0..full).step_by(LANES) {
             let mut u = [[0.0f32; LANES]; 16];
             for (xi, v) in u.iter_mut().enumerate() {
-                *v = load(self.du, xi * self.filters + oi, LANES);
+                *v = load(self.du, xi * self.filters + self.first + oi, LANES);
             }
             let g = untransform_one(&u);
             for (lane, taps) in self.dw[oi * 9..(oi + LANES) * 9].chunks_exact_mut(9).enumerate() {
@@ -119,10 +133,10 @@ impl Kernel for FilterUntransform<'_> {
                 }
             }
         }
-        for oi in full..self.filters {
+        for oi in full..count {
             let mut u = [[0.0f32; LANES]; 16];
             for (xi, v) in u.iter_mut().enumerate() {
-                v[0] = self.du[xi * self.filters + oi];
+                v[0] = self.du[xi * self.filters + self.first + oi];
             }
             let g = untransform_one(&u);
             for (k, t) in self.dw[oi * 9..oi * 9 + 9].iter_mut().enumerate() {
@@ -172,11 +186,12 @@ mod tests {
 
     #[test]
     fn the_filter_untransform_is_the_adjoint_of_the_transform() {
-        // ⟨G g Gᵀ, u⟩ = ⟨g, Gᵀ u G⟩ for 21 filters (one block of sixteen and five one by one).
-        let filters = 21;
+        // ⟨G g Gᵀ, u⟩ = ⟨g, Gᵀ u G⟩ for 5 × 209 = 1045 filters: a task of 1024 and one of 21
+        // (a block of sixteen and five one by one).
+        let filters = 5 * 209;
         let g: Vec<f32> = (0..filters * 9).map(value).collect();
         let u: Vec<f32> = (0..16 * filters).map(|i| value(i + 5000)).collect();
-        let gu = super::super::filter::transform_filter(&g, 3, 7);
+        let gu = super::super::filter::transform_filter(&g, 5, 209);
         let mut dw = vec![f32::NAN; filters * 9];
         untransform_filter(&u, filters, &mut dw);
         for oi in 0..filters {
