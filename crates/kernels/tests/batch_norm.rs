@@ -210,3 +210,72 @@ fn an_empty_plane_is_an_error_not_a_panic() {
         .to_string();
     assert!(err.contains("empty"), "{err}");
 }
+
+/// The bits of the fused BatchNorm's output, statistics and gradients on a few shapes (planes
+/// whose size is and is not a multiple of the vector width), every activation, folded into one
+/// FNV-1a hash.
+fn fused_bits_hash() -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut eat = |values: Vec<f32>| {
+        for v in values {
+            hash = (hash ^ v.to_bits() as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    let flat = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for (i, (dims, act)) in [
+        ([3usize, 5, 7, 9], Activation::Relu),
+        ([2, 4, 8, 8], Activation::Relu6),
+        ([2, 3, 4, 5], Activation::Identity),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let seed = 70 + 4 * i as u64;
+        let x = Var::from_tensor(&seeded(seed, &dims, 2.0, 0.5)).unwrap();
+        let gamma = Var::from_tensor(&seeded(seed + 1, &[dims[1]], 1.0, 1.0)).unwrap();
+        let beta = Var::from_tensor(&seeded(seed + 2, &[dims[1]], 0.5, 0.0)).unwrap();
+        let up = seeded(seed + 3, &dims, 1.0, 0.0);
+        let (y, stats) = batch_norm_train(&x, &gamma, &beta, 1e-5, act).unwrap();
+        let g = (&y * &up).unwrap().sum_all().unwrap().backward().unwrap();
+        eat(flat(&y));
+        eat(stats.mean.clone());
+        eat(stats.var.clone());
+        for v in [&x, &gamma, &beta] {
+            eat(flat(g.get(v).unwrap()));
+        }
+    }
+    hash
+}
+
+/// The child of [`every_vector_width_gives_the_same_bits`]: prints the hash when
+/// `QUARC_CPU_ISA` is set.
+#[test]
+fn capped_vector_width_bits_child() {
+    if let Ok(cap) = std::env::var("QUARC_CPU_ISA") {
+        assert_eq!(quarc_kernels::vector_isa(), cap, "the child runs the capped path");
+        println!("BN-BITS {:016x}", fused_bits_hash());
+    }
+}
+
+/// The BatchNorm loops are compiled for AVX-512F, AVX2 and baseline x86-64: the three paths
+/// (the narrower ones in child processes capped by `QUARC_CPU_ISA`) give the same bits.
+#[test]
+fn every_vector_width_gives_the_same_bits() {
+    let own = format!("BN-BITS {:016x}", fused_bits_hash());
+    for cap in ["avx2", "sse2"] {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "capped_vector_width_bits_child",
+                "--test-threads",
+                "1",
+                "--nocapture",
+            ])
+            .env("QUARC_CPU_ISA", cap)
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{cap}: {log}");
+        assert!(log.contains(&own), "{cap} gave other bits than {own}: {log}");
+    }
+}

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
 
 pub mod kernel;
+mod planes;
 
 use kernel::BnShape;
 
