@@ -16,6 +16,8 @@
 //! 16 GEMMs. The chunking depends on the shapes only, so results do not depend on the thread
 //! count.
 
+use std::cell::Cell;
+
 mod filter;
 mod lanes;
 mod tiles;
@@ -128,13 +130,37 @@ impl Strides {
     }
 }
 
+thread_local! {
+    /// The chunk buffers of the last Winograd call on this thread, kept for the next one: the
+    /// transformed tiles, the products and the staged output are 8–20 MiB per layer, and fresh
+    /// ones cost a zero fill and page faults on every call.
+    static BUFFERS: Cell<Buffers> = const { Cell::new(Buffers(Vec::new(), Vec::new(), Vec::new())) };
+}
+
+/// Three scratch vectors, taken out of [`BUFFERS`] for a call and put back after it: a nested
+/// call (rayon may run another convolution's task on this thread while it waits) finds empty
+/// ones and allocates its own instead of sharing.
+#[derive(Default)]
+struct Buffers(Vec<f32>, Vec<f32>, Vec<f32>);
+
+impl Buffers {
+    fn take() -> Self {
+        BUFFERS.with(Cell::take)
+    }
+
+    fn put_back(self) {
+        BUFFERS.with(|b| b.set(self));
+    }
+}
+
 /// Runs the plan over every image in `x` (`batch × c_in × h × w`), `u` being the transformed
 /// filter; `out` is `batch × c_out × ho × wo`.
 fn run(p: &Plan, x: &[f32], u: &[f32], out: &mut [f32], epi: Option<&Epilogue<'_>>, q: Option<&Packing>) {
     let (img_in, ohw, tiles) = (p.c_in * p.h * p.w, p.ho * p.wo, p.tiles());
     let img_out = p.c_out * ohw;
     let nb = p.images_per_chunk();
-    let (mut v, mut m, mut staged) = (Vec::new(), Vec::new(), Vec::new());
+    let mut bufs = Buffers::take();
+    let Buffers(v, m, staged) = &mut bufs;
     for (xs, os) in x.chunks(nb * img_in).zip(out.chunks_mut(nb * img_out)) {
         let n = xs.len() / img_in;
         let st = Strides::new(n * tiles, p.c_out);
@@ -159,7 +185,7 @@ fn run(p: &Plan, x: &[f32], u: &[f32], out: &mut [f32], epi: Option<&Epilogue<'_
                 matmul(mx, st.row, a, vx, false);
             });
         // Output transform by channel into `staged[o][b]`, then into the images.
-        let m = &m;
+        let m = &*m;
         staged[..p.c_out * n * ohw]
             .par_chunks_mut(n * ohw)
             .enumerate()
@@ -174,7 +200,7 @@ fn run(p: &Plan, x: &[f32], u: &[f32], out: &mut [f32], epi: Option<&Epilogue<'_
                     grid,
                 });
             });
-        let staged = &staged;
+        let staged = &*staged;
         os.par_chunks_mut(img_out).enumerate().for_each(|(b, o)| {
             for (c, plane) in o.chunks_exact_mut(ohw).enumerate() {
                 copy_short(plane, &staged[(c * n + b) * ohw..(c * n + b + 1) * ohw]);
@@ -182,6 +208,7 @@ fn run(p: &Plan, x: &[f32], u: &[f32], out: &mut [f32], epi: Option<&Epilogue<'_
             finish(epi, o, p.c_out, ohw);
         });
     }
+    bufs.put_back();
 }
 
 /// `out = conv(q(x), w)`, then `epi` per image, for a geometry where [`applies`] holds; `q` is
@@ -217,7 +244,8 @@ pub(crate) fn grad_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32
     let nb = p.images_per_chunk();
     let plane = p.c_out * p.c_in;
     let mut du = vec![0.0f32; 16 * plane];
-    let (mut v, mut dm) = (Vec::new(), Vec::new());
+    let mut bufs = Buffers::take();
+    let Buffers(v, dm, _) = &mut bufs;
     for (i, (xs, dys)) in x.chunks(nb * img_in).zip(dy.chunks(nb * img_out)).enumerate() {
         let st = Strides::new(xs.len() / img_in * tiles, p.c_out);
         v.resize(16 * p.c_in * st.row, 0.0);
@@ -254,6 +282,7 @@ pub(crate) fn grad_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32
             matmul(dux, p.c_in, a, b, i > 0);
         });
     }
+    bufs.put_back();
     untransform_filter(&du, plane, dw);
 }
 
