@@ -8,7 +8,7 @@ use std::cell::RefCell;
 
 use super::geometry::{ConvGeometry, div_rem_stride};
 use super::input_quant::{Packing, copy_packed};
-use crate::copy::{merge_pairs, split_pairs};
+use crate::copy::{copy_short, merge_pairs, split_pairs};
 use crate::wide::prefetch_plane;
 
 thread_local! {
@@ -84,21 +84,36 @@ pub(crate) fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, co
                 split_row(g, &lay, iy, &plane[iy * g.w..(iy + 1) * g.w], ph, q);
             }
             for ky in 0..g.kh {
+                // Output rows whose tap row is inside the image; their sources lie `stride` phase
+                // rows apart, so the offset steps instead of being recomputed per row.
+                let (oy_lo, oy_hi) = g.valid_outputs(ky, g.h, ho);
                 for kx in 0..g.kw {
                     let row = (ci * g.kh + ky) * g.kw + kx;
                     let dst = &mut col[row * ld + col0..row * ld + col0 + p];
-                    for oy in 0..ho {
-                        let d = &mut dst[oy * wo..(oy + 1) * wo];
-                        match lay.tap_row(g, oy, ky, kx) {
-                            Some(o) => d.copy_from_slice(&ph[o..o + wo]),
-                            None => d.fill(0.0),
-                        }
+                    dst[..oy_lo * wo].fill(0.0);
+                    dst[oy_hi * wo..].fill(0.0);
+                    let Some(mut o) = lay.tap_row(g, oy_lo, ky, kx).filter(|_| oy_lo < oy_hi) else {
+                        continue;
+                    };
+                    for d in dst[oy_lo * wo..oy_hi * wo].chunks_exact_mut(wo) {
+                        copy_row(d, &ph[o..o + wo]);
+                        o += g.stride * lay.width;
                     }
                 }
             }
         }
         debug_assert!(lay.padded >= g.w);
     });
+}
+
+/// `dst = src` for one output row: short rows without a call to `memcpy`.
+#[inline(always)]
+fn copy_row(dst: &mut [f32], src: &[f32]) {
+    if dst.len() < 32 {
+        copy_short(dst, src);
+    } else {
+        dst.copy_from_slice(src);
+    }
 }
 
 /// Input row `iy` into its phase rows of `ph`, fake-quantized when `q` is given. Strides 1 and 2

@@ -98,9 +98,16 @@ impl Kernel for FilterTransformRow<'_> {
         let full = plane / LANES * LANES;
         let mut inter = [0.0f32; 9 * LANES];
         for j in (0..full).step_by(LANES) {
-            // inter[k·16 + lane] = tap k of the filter of position j + lane
+            // inter[k·16 + lane] = tap k of the filter of position j + lane; the sixteen filters
+            // lie `step` apart unless the block crosses a row of the rotated order.
+            let (first, step) = (self.source(j), if self.rotate { 9 * self.c_in } else { 9 });
+            let even = !self.rotate || j % self.c_out + LANES <= self.c_out;
             for lane in 0..LANES {
-                let at = self.source(j + lane);
+                let at = if even {
+                    first + lane * step
+                } else {
+                    self.source(j + lane)
+                };
                 for (k, v) in self.w[at..at + 9].iter().enumerate() {
                     inter[k * LANES + lane] = *v;
                 }
@@ -193,21 +200,23 @@ mod tests {
 
     #[test]
     fn the_rotated_transform_is_the_forward_one_transposed_at_the_rotated_xi() {
-        // c_out = 5, c_in = 7: 35 filters, two blocks of sixteen and three one by one.
-        let (c_out, c_in) = (5, 7);
-        let w: Vec<f32> = (0..c_out * c_in * 9)
-            .map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 64.0)
-            .collect();
-        let (u, ur) = (
-            transform_filter(&w, c_out, c_in),
-            transform_filter_rotated(&w, c_out, c_in),
-        );
-        let plane = c_out * c_in;
-        for xi in 0..16 {
-            for o in 0..c_out {
-                for i in 0..c_in {
-                    let (got, want) = (ur[xi * plane + i * c_out + o], u[rotated(xi) * plane + o * c_in + i]);
-                    assert_eq!(got.to_bits(), want.to_bits(), "ξ {xi}, o {o}, i {i}");
+        // 5 × 7: blocks of sixteen that cross rows of the transposed order, and three filters
+        // one by one; 32 × 3: blocks within rows (the strided gather).
+        for (c_out, c_in) in [(5, 7), (32, 3)] {
+            let w: Vec<f32> = (0..c_out * c_in * 9)
+                .map(|i| ((i * 7919 % 1009) as f32 - 504.0) / 64.0)
+                .collect();
+            let (u, ur) = (
+                transform_filter(&w, c_out, c_in),
+                transform_filter_rotated(&w, c_out, c_in),
+            );
+            let plane = c_out * c_in;
+            for xi in 0..16 {
+                for o in 0..c_out {
+                    for i in 0..c_in {
+                        let (got, want) = (ur[xi * plane + i * c_out + o], u[rotated(xi) * plane + o * c_in + i]);
+                        assert_eq!(got.to_bits(), want.to_bits(), "{c_out}×{c_in}: ξ {xi}, o {o}, i {i}");
+                    }
                 }
             }
         }
