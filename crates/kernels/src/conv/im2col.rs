@@ -9,11 +9,30 @@ use std::cell::RefCell;
 use super::geometry::{ConvGeometry, div_rem_stride};
 use super::input_quant::{Packing, copy_packed};
 use crate::copy::{copy_short, merge_pairs, split_pairs};
-use crate::wide::prefetch_plane;
+use crate::wide::{Kernel, prefetch_plane, wide};
 
 thread_local! {
     /// Per-thread scratch for one zero-padded, column-phase-split input plane.
     static PHASES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Per-thread scratch for one fake-quantized input plane.
+    static QUANTIZED: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Fake-quantizes a whole input plane at once, compiled for the widest vectors ([`wide`]):
+/// rows of a small plane (SmallCnn's 14 and 28 values, 7 and 14 per phase) are too short for the
+/// row-by-row loops to vectorise, and the division in each value dominated the packing.
+struct QuantizePlane<'a> {
+    q: &'a Packing,
+    v: &'a mut [f32],
+}
+
+impl Kernel for QuantizePlane<'_> {
+    type Out = ();
+
+    #[inline(always)]
+    fn run(self) {
+        self.q.quantize_in_place(self.v);
+    }
 }
 
 /// A zero-padded input plane split by column phase: padded column `c` of row `iy` lives at
@@ -74,14 +93,21 @@ pub(crate) fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, co
     }
     let (ho, wo, p) = (g.h_out(), g.w_out(), g.p_out());
     let lay = PhaseLayout::new(g);
+    let mut quantized = QUANTIZED.take();
     PHASES.with_borrow_mut(|ph| {
         ph.clear();
         ph.resize(lay.len(g), 0.0);
         for ci in 0..g.c_in {
             prefetch_plane(x, ci + 1, g.p_in());
-            let plane = &x[ci * g.p_in()..(ci + 1) * g.p_in()];
+            let mut plane = &x[ci * g.p_in()..(ci + 1) * g.p_in()];
+            if let Some(q) = q {
+                quantized.clear();
+                quantized.extend_from_slice(plane);
+                wide(QuantizePlane { q, v: &mut quantized });
+                plane = &quantized;
+            }
             for iy in 0..g.h {
-                split_row(g, &lay, iy, &plane[iy * g.w..(iy + 1) * g.w], ph, q);
+                split_row(g, &lay, iy, &plane[iy * g.w..(iy + 1) * g.w], ph);
             }
             for ky in 0..g.kh {
                 // Output rows whose tap row is inside the image; their sources lie `stride` phase
@@ -104,6 +130,7 @@ pub(crate) fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, co
         }
         debug_assert!(lay.padded >= g.w);
     });
+    QUANTIZED.set(quantized);
 }
 
 /// `dst = src` for one output row: short rows without a call to `memcpy`.
@@ -116,27 +143,26 @@ fn copy_row(dst: &mut [f32], src: &[f32]) {
     }
 }
 
-/// Input row `iy` into its phase rows of `ph`, fake-quantized when `q` is given. Strides 1 and 2
-/// copy whole rows and split pairs 16 values at a time (a runtime `step_by` stays scalar).
-fn split_row(g: &ConvGeometry, lay: &PhaseLayout, iy: usize, src: &[f32], ph: &mut [f32], q: Option<&Packing>) {
+/// Input row `iy` into its phase rows of `ph` (already fake-quantized, when the conv quantizes its
+/// input). Strides 1 and 2 copy whole rows and split pairs 16 values at a time (a runtime
+/// `step_by` stays scalar).
+fn split_row(g: &ConvGeometry, lay: &PhaseLayout, iy: usize, src: &[f32], ph: &mut [f32]) {
     match g.stride {
         1 => {
             let at = lay.at(g, iy, g.padding);
-            copy_packed(q, &mut ph[at..at + g.w], src.iter());
+            ph[at..at + g.w].copy_from_slice(src);
         }
         2 => {
             let (even, odd) = (lay.at(g, iy, g.padding), lay.at(g, iy, g.padding + 1));
             split_pairs(src, ph, even, odd);
-            if let Some(q) = q {
-                q.quantize_in_place(&mut ph[even..even + g.w.div_ceil(2)]);
-                q.quantize_in_place(&mut ph[odd..odd + g.w / 2]);
-            }
         }
         _ => {
             for phase in 0..g.stride {
                 let (j0, ix0, n) = lay.phase_span(g, phase);
                 let o = lay.at(g, iy, phase) + j0;
-                copy_packed(q, &mut ph[o..o + n], src[ix0..].iter().step_by(g.stride));
+                for (d, v) in ph[o..o + n].iter_mut().zip(src[ix0..].iter().step_by(g.stride)) {
+                    *d = *v;
+                }
             }
         }
     }
