@@ -99,11 +99,7 @@ impl Plan {
     fn images_per_chunk(&self) -> usize {
         let per_image = 16 * (self.c_in + self.c_out) * self.tiles() * 4;
         let fit = CHUNK_BYTES / per_image.max(1);
-        let blocks = std::env::var("QW_MINB")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1usize);
-        (fit / LANES).max(blocks) * LANES
+        (fit / LANES).max(1) * LANES
     }
 }
 

@@ -4,7 +4,7 @@
 //! (`padded[(y·wp + x)·16 + lane]`, zero-padded), so one tile of the sixteen images is sixteen
 //! consecutive values and `V = Bᵀ d B` runs as vector adds across images instead of scalar code
 //! with sixteen scattered stores per tile. The GEMM columns follow the same order — block by
-//! block, tile by tile, lane by lane ([`column`]) — so each transformed value is stored as one
+//! block, tile by tile, lane by lane (`column`) — so each transformed value is stored as one
 //! run of lanes. The output side mirrors it: `Aᵀ M A` across lanes into an interleaved grid,
 //! de-interleaved into a per-channel staging area (`staged[b][y][x]`, image by image).
 //!
@@ -30,6 +30,22 @@ fn column(n: usize, tiles: usize, b: usize, t: usize) -> usize {
     k * LANES * tiles + t * block_lanes(n, k) + lane
 }
 
+/// `inter[pos·16 + lane] = planes[lane·stride + pos]` for the `lanes` planes of a block, the
+/// lanes past them zero (the register transposes for a whole block).
+#[inline(always)]
+pub(super) fn interleave_block(planes: &[f32], stride: usize, len: usize, lanes: usize, inter: &mut [f32]) {
+    if lanes == LANES {
+        interleave16(planes, stride, len, inter);
+        return;
+    }
+    inter.fill(0.0);
+    for (l, plane) in planes.chunks(stride).take(lanes).enumerate() {
+        for (pos, v) in plane[..len].iter().enumerate() {
+            inter[pos * LANES + l] = *v;
+        }
+    }
+}
+
 /// Scratch of one input-transform task.
 #[derive(Default)]
 pub(super) struct InputScratch {
@@ -38,7 +54,7 @@ pub(super) struct InputScratch {
 }
 
 /// The transformed tiles of channel `c` of every image in `xs` (`n × c_in × h × w`) into `vc`:
-/// row `ξ` (stride `st.row`) holds `V[ξ]` of every tile, in [`column`] order.
+/// row `ξ` (stride `st.row`) holds `V[ξ]` of every tile, in `column` order.
 pub(super) struct InputChannel<'a> {
     pub p: &'a Plan,
     pub xs: &'a [f32],
@@ -66,17 +82,7 @@ impl Kernel for InputChannel<'_> {
         s.padded.resize(hp * wp * LANES, 0.0);
         for k in 0..n.div_ceil(LANES) {
             let lanes = block_lanes(n, k);
-            let planes = &self.xs[k * LANES * img + self.c * hw..];
-            if lanes == LANES {
-                interleave16(planes, img, hw, &mut s.inter);
-            } else {
-                s.inter.fill(0.0);
-                for (l, plane) in planes.chunks(img).take(lanes).enumerate() {
-                    for (pos, v) in plane[..hw].iter().enumerate() {
-                        s.inter[pos * LANES + l] = *v;
-                    }
-                }
-            }
+            interleave_block(&self.xs[k * LANES * img + self.c * hw..], img, hw, lanes, &mut s.inter);
             if let Some(q) = self.q {
                 q.quantize_in_place(&mut s.inter);
             }
@@ -119,7 +125,7 @@ fn transform_block(p: &Plan, q: &[f32], lanes: usize, base: usize, vc: &mut [f32
 }
 
 /// `Aᵀ M A` for output channel `o` of every image of a chunk of `n`: `m` holds the 16 product
-/// matrices (`ξ` apart by `st.m_plane`, rows by `st.row`, columns in [`column`] order); the
+/// matrices (`ξ` apart by `st.m_plane`, rows by `st.row`, columns in `column` order); the
 /// result goes to `staged` (`n × ho × wo`), `grid` being scratch.
 pub(super) struct OutputChannel<'a> {
     pub p: &'a Plan,

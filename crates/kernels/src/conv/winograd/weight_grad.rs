@@ -10,9 +10,9 @@
 use rayon::prelude::*;
 
 use super::lanes::{Lanes, add, load, store, sub};
-use super::tiles::{InputScratch, block_lanes};
+use super::tiles::{InputScratch, block_lanes, interleave_block};
 use super::{Plan, Strides};
-use crate::transpose::{LANES, interleave16};
+use crate::transpose::LANES;
 use crate::wide::{Kernel, wide};
 
 /// `A ∂y Aᵀ` (4×4, rows `ξ` of `dmo`, stride `st.row`) for every 2×2 output-gradient tile of
@@ -43,17 +43,13 @@ impl Kernel for GradTiles<'_> {
         s.padded.resize(2 * p.tiles_y * wg * LANES, 0.0);
         for k in 0..n.div_ceil(LANES) {
             let lanes = block_lanes(n, k);
-            let planes = &self.dys[k * LANES * img + self.o * ohw..];
-            if lanes == LANES {
-                interleave16(planes, img, ohw, &mut s.inter);
-            } else {
-                s.inter.fill(0.0);
-                for (l, plane) in planes.chunks(img).take(lanes).enumerate() {
-                    for (pos, v) in plane[..ohw].iter().enumerate() {
-                        s.inter[pos * LANES + l] = *v;
-                    }
-                }
-            }
+            interleave_block(
+                &self.dys[k * LANES * img + self.o * ohw..],
+                img,
+                ohw,
+                lanes,
+                &mut s.inter,
+            );
             let row = p.wo * LANES;
             for (y, src) in s.inter.chunks_exact(row).enumerate() {
                 s.padded[y * wg * LANES..y * wg * LANES + row].copy_from_slice(src);
