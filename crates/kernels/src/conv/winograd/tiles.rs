@@ -33,7 +33,7 @@ fn column(n: usize, tiles: usize, b: usize, t: usize) -> usize {
 /// `inter[pos·16 + lane] = planes[lane·stride + pos]` for the `lanes` planes of a block, the
 /// lanes past them zero (the register transposes for a whole block).
 #[inline(always)]
-pub(super) fn interleave_block(planes: &[f32], stride: usize, len: usize, lanes: usize, inter: &mut [f32]) {
+fn interleave_block(planes: &[f32], stride: usize, len: usize, lanes: usize, inter: &mut [f32]) {
     if lanes == LANES {
         interleave16(planes, stride, len, inter);
         return;
@@ -46,11 +46,48 @@ pub(super) fn interleave_block(planes: &[f32], stride: usize, len: usize, lanes:
     }
 }
 
-/// Scratch of one input-transform task.
+/// Scratch of one tile-transform task: the interleaved planes of a block, and the zero-padded
+/// grid the tiles are read from.
 #[derive(Default)]
 pub(super) struct InputScratch {
-    pub inter: Vec<f32>,
+    inter: Vec<f32>,
     pub padded: Vec<f32>,
+}
+
+impl InputScratch {
+    /// Sizes the buffers for planes of `len` values and a grid of `rows × cols` positions, the
+    /// grid all zeros: later blocks rewrite only its interior, so its border stays zero.
+    #[inline(always)]
+    pub fn reset(&mut self, len: usize, rows: usize, cols: usize) {
+        self.inter.resize(len * LANES, 0.0);
+        self.padded.clear();
+        self.padded.resize(rows * cols * LANES, 0.0);
+    }
+
+    /// Interleaves a block's `lanes` planes (`h × w`, `stride` apart in `planes`), fake-quantized
+    /// when `q` is given, into the grid at row and column `pad` (`cols` positions a row).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn load_block(
+        &mut self,
+        planes: &[f32],
+        stride: usize,
+        (h, w): (usize, usize),
+        lanes: usize,
+        pad: usize,
+        cols: usize,
+        q: Option<&Packing>,
+    ) {
+        interleave_block(planes, stride, h * w, lanes, &mut self.inter);
+        if let Some(q) = q {
+            q.quantize_in_place(&mut self.inter);
+        }
+        let row = w * LANES;
+        for (y, src) in self.inter.chunks_exact(row).enumerate() {
+            let at = ((y + pad) * cols + pad) * LANES;
+            self.padded[at..at + row].copy_from_slice(src);
+        }
+    }
 }
 
 /// The transformed tiles of channel `c` of every image in `xs` (`n × c_in × h × w`) into `vc`:
@@ -76,21 +113,11 @@ impl Kernel for InputChannel<'_> {
         let n = self.xs.len() / img;
         let (hp, wp) = p.padded();
         let s = self.s;
-        s.inter.resize(hw * LANES, 0.0);
-        // The padding stays zero: every block rewrites the interior only.
-        s.padded.clear();
-        s.padded.resize(hp * wp * LANES, 0.0);
+        s.reset(hw, hp, wp);
         for k in 0..n.div_ceil(LANES) {
             let lanes = block_lanes(n, k);
-            interleave_block(&self.xs[k * LANES * img + self.c * hw..], img, hw, lanes, &mut s.inter);
-            if let Some(q) = self.q {
-                q.quantize_in_place(&mut s.inter);
-            }
-            let row = p.w * LANES;
-            for (y, src) in s.inter.chunks_exact(row).enumerate() {
-                let at = ((y + p.pad) * wp + p.pad) * LANES;
-                s.padded[at..at + row].copy_from_slice(src);
-            }
+            let planes = &self.xs[k * LANES * img + self.c * hw..];
+            s.load_block(planes, img, (p.h, p.w), lanes, p.pad, wp, self.q);
             transform_block(p, &s.padded, lanes, k * LANES * p.tiles(), self.vc, self.st.row);
         }
     }

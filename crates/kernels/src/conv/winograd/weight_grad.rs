@@ -10,7 +10,7 @@
 use rayon::prelude::*;
 
 use super::lanes::{Lanes, add, load, store, sub};
-use super::tiles::{InputScratch, block_lanes, interleave_block};
+use super::tiles::{InputScratch, block_lanes};
 use super::{Plan, Strides};
 use crate::transpose::LANES;
 use crate::wide::{Kernel, wide};
@@ -37,23 +37,12 @@ impl Kernel for GradTiles<'_> {
         let n = self.dys.len() / img;
         let wg = 2 * p.tiles_x;
         let s = self.s;
-        s.inter.resize(ohw * LANES, 0.0);
-        // The rows and columns past the output stay zero: every block rewrites the interior only.
-        s.padded.clear();
-        s.padded.resize(2 * p.tiles_y * wg * LANES, 0.0);
+        // The grid covers every tile; the part past the output stays zero.
+        s.reset(ohw, 2 * p.tiles_y, wg);
         for k in 0..n.div_ceil(LANES) {
             let lanes = block_lanes(n, k);
-            interleave_block(
-                &self.dys[k * LANES * img + self.o * ohw..],
-                img,
-                ohw,
-                lanes,
-                &mut s.inter,
-            );
-            let row = p.wo * LANES;
-            for (y, src) in s.inter.chunks_exact(row).enumerate() {
-                s.padded[y * wg * LANES..y * wg * LANES + row].copy_from_slice(src);
-            }
+            let planes = &self.dys[k * LANES * img + self.o * ohw..];
+            s.load_block(planes, img, (p.ho, p.wo), lanes, 0, wg, None);
             lift_block(p, &s.padded, lanes, k * LANES * p.tiles(), self.dmo, self.st.row);
         }
     }
