@@ -6,7 +6,7 @@
 //! | dense (`groups = 1`), any kernel, stride, padding, dilation | im2col + AVX-512/AVX2 GEMM, images batched into one GEMM when the output plane is small |
 //! | 1×1, stride 1, unpadded | the input is the GEMM operand (no im2col) |
 //! | 3×3, stride 1, ≥ 128 channels in and out (forward, input gradient and weight gradient) | Winograd F(2×2, 3×3): 16 GEMMs over tiles transformed sixteen images at a time; the weight gradient through its adjoint ([`WinogradPolicy`]; `QUARC_WINOGRAD=off`/`always`) |
-//! | dense, not Winograd, with a per-tensor LSQ input quantizer ([`conv2d_lsq_input`]) | the fake-quant applied while packing the im2col operand |
+//! | dense with a per-tensor LSQ input quantizer ([`conv2d_lsq_input`]) | the fake-quant applied while packing the im2col operand, or to the planes the Winograd transform interleaves |
 //! | depthwise (`groups = c_in = c_out`) | direct loop per NCHW plane: a zero-padded, stride-phase-split copy makes every tap one contiguous run; AVX-512/AVX2 picked at run time |
 //! | anything else, non-f32, CUDA, Metal | candle's `Tensor::conv2d` |
 
@@ -275,9 +275,9 @@ pub fn conv2d_affine_act(
 /// LSQ's step gradient (scaled by `spec.grad_scale`) in the backward. Returns `None` where the
 /// fusion does not apply — anything but a dense convolution on the CPU fast path (depthwise,
 /// other devices and dtypes) or a step that is not one f32 value — and the caller quantizes and
-/// convolves separately. Otherwise
-/// `Some((y, nan))`, `nan` saying whether an input or the step was NaN. Bit for bit the result
-/// of the separate fused fake-quant followed by [`conv2d`] on the same path.
+/// convolves separately. Otherwise `Some((y, nan))`, `nan` saying whether an input or the step
+/// was NaN. Bit for bit the result of the separate fused fake-quant followed by [`conv2d`] on
+/// the same path.
 pub fn conv2d_lsq_input(
     x: &Tensor,
     w: &Tensor,
