@@ -38,6 +38,7 @@
 //! ```
 
 pub mod add_relu;
+mod aligned;
 pub mod batch_norm;
 pub mod conv;
 mod copy;

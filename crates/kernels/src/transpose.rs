@@ -43,18 +43,22 @@ pub(crate) fn fast() -> bool {
     crate::wide::isa() >= crate::wide::Isa::Avx2
 }
 
-/// `out[c · 16 + r] = rows[r][c]` with the widest transpose [`fast`] allows.
+/// `out[c · out_stride + r] = rows[r][c]` with the widest transpose [`fast`] allows.
 ///
 /// # Safety
-/// [`fast`] must be true; every row must hold 16 values and `out` 256.
+/// [`fast`] must be true; every row must hold 16 values.
+///
+/// # Panics
+/// When `out` is shorter than `15 · out_stride + 16` or `out_stride < 16`.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-unsafe fn transpose16(rows: [&[f32]; LANES], out: &mut [f32]) {
-    // SAFETY: the ISA is checked on each branch; the sizes are the caller's.
+unsafe fn transpose16(rows: [&[f32]; LANES], out: &mut [f32], out_stride: usize) {
+    assert!(out_stride >= LANES && out.len() >= (LANES - 1) * out_stride + LANES);
+    // SAFETY: the ISA is checked on each branch; the rows are the caller's, `out` checked above.
     unsafe {
         match crate::wide::isa() {
-            crate::wide::Isa::Avx512 => avx512::transpose(rows, out),
-            _ => avx2::transpose(rows, out),
+            crate::wide::Isa::Avx512 => avx512::transpose(rows, out, out_stride),
+            _ => avx2::transpose(rows, out, out_stride),
         }
     }
 }
@@ -81,7 +85,7 @@ fn transpose_in(planes: &[f32], stride: usize, p0: usize, out: &mut [f32]) {
     // SAFETY: `fast()` was checked before any call; every row holds 16 values and `out` 256.
     #[allow(unsafe_code)]
     unsafe {
-        transpose16(rows, out)
+        transpose16(rows, out, LANES)
     };
 }
 
@@ -89,15 +93,11 @@ fn transpose_in(planes: &[f32], stride: usize, p0: usize, out: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 fn transpose_out(src: &[f32], stride: usize, p0: usize, planes: &mut [f32]) {
     let rows: [&[f32]; LANES] = std::array::from_fn(|pos| &src[(p0 + pos) * LANES..(p0 + pos + 1) * LANES]);
-    let mut block = [0.0f32; LANES * LANES];
-    // SAFETY: `fast()` was checked before any call; every row holds 16 values, `block` 256.
+    // SAFETY: `fast()` was checked before any call; every row holds 16 values.
     #[allow(unsafe_code)]
     unsafe {
-        transpose16(rows, &mut block)
+        transpose16(rows, &mut planes[p0..], stride)
     };
-    for (lane, row) in block.chunks_exact(LANES).enumerate() {
-        planes[lane * stride + p0..lane * stride + p0 + LANES].copy_from_slice(row);
-    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -119,11 +119,11 @@ mod avx512 {
     /// rounds of 128-bit lane shuffles.
     ///
     /// # Safety
-    /// The CPU must have AVX-512F; every row must hold 16 values and `out` 256.
+    /// The CPU must have AVX-512F; every row must hold 16 values and `out` `15 · out_stride + 16`.
     #[target_feature(enable = "avx512f")]
     #[allow(unsafe_code)]
-    pub(super) unsafe fn transpose(rows: [&[f32]; LANES], out: &mut [f32]) {
-        debug_assert!(rows.iter().all(|r| r.len() >= LANES) && out.len() >= LANES * LANES);
+    pub(super) unsafe fn transpose(rows: [&[f32]; LANES], out: &mut [f32], out_stride: usize) {
+        debug_assert!(rows.iter().all(|r| r.len() >= LANES) && out.len() >= (LANES - 1) * out_stride + LANES);
         // SAFETY: each row holds 16 values (caller).
         let r: [__m512; LANES] = std::array::from_fn(|i| unsafe { _mm512_loadu_ps(rows[i].as_ptr()) });
         // t[2i] = a0 b0 a1 b1 | a4 b4 a5 b5 | …, t[2i+1] = a2 b2 a3 b3 | … for rows a = 2i, b = 2i+1
@@ -158,8 +158,8 @@ mod avx512 {
                 (j + 12, _mm512_shuffle_f32x4::<0xDD>(v_odd, w_odd)),
             ];
             for (c, v) in columns {
-                // SAFETY: `out` holds 256 values (caller); c < 16.
-                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(c * LANES), v) };
+                // SAFETY: `out` holds `15 · out_stride + 16` values (caller); c < 16.
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(c * out_stride), v) };
             }
         }
     }
@@ -178,11 +178,11 @@ mod avx2 {
     /// 32-bit pairs, then swap 128-bit halves.
     ///
     /// # Safety
-    /// The CPU must have AVX2; every row must hold 16 values and `out` 256.
+    /// The CPU must have AVX2; every row must hold 16 values and `out` `15 · out_stride + 16`.
     #[target_feature(enable = "avx2")]
     #[allow(unsafe_code)]
-    pub(super) unsafe fn transpose(rows: [&[f32]; LANES], out: &mut [f32]) {
-        debug_assert!(rows.iter().all(|r| r.len() >= LANES) && out.len() >= LANES * LANES);
+    pub(super) unsafe fn transpose(rows: [&[f32]; LANES], out: &mut [f32], out_stride: usize) {
+        debug_assert!(rows.iter().all(|r| r.len() >= LANES) && out.len() >= (LANES - 1) * out_stride + LANES);
         for (bi, bj) in [(0, 0), (0, 1), (1, 0), (1, 1)] {
             // SAFETY: each row holds 16 values (caller), so 8bj + 8 ≤ 16.
             let r: [__m256; 8] =
@@ -212,8 +212,9 @@ mod avx2 {
                     (j + 4, _mm256_permute2f128_ps::<0x31>(u[j], u[4 + j])),
                 ];
                 for (c, v) in columns {
-                    // SAFETY: `out` holds 256 values (caller); 8bj + c < 16 and 8bi + 8 ≤ 16.
-                    unsafe { _mm256_storeu_ps(out.as_mut_ptr().add((8 * bj + c) * LANES + 8 * bi), v) };
+                    // SAFETY: `out` holds `15 · out_stride + 16` values (caller); 8bj + c < 16 and
+                    // 8bi + 8 ≤ 16.
+                    unsafe { _mm256_storeu_ps(out.as_mut_ptr().add((8 * bj + c) * out_stride + 8 * bi), v) };
                 }
             }
         }
@@ -234,13 +235,13 @@ mod tests {
         if std::arch::is_x86_feature_detected!("avx2") {
             let mut out = vec![f32::NAN; 256];
             // SAFETY: AVX2 checked above; 16 rows of 16 values, 256 outputs.
-            unsafe { avx2::transpose(rows, &mut out) };
+            unsafe { avx2::transpose(rows, &mut out, LANES) };
             assert_eq!(out, expected);
         }
         if std::arch::is_x86_feature_detected!("avx512f") {
             let mut out = vec![f32::NAN; 256];
             // SAFETY: AVX-512F checked above; 16 rows of 16 values, 256 outputs.
-            unsafe { avx512::transpose(rows, &mut out) };
+            unsafe { avx512::transpose(rows, &mut out, LANES) };
             assert_eq!(out, expected);
         }
     }

@@ -17,11 +17,18 @@
 //!   de-interleaved;
 //! - weight gradient: per image, f32 lane sums per tap over the positions, then added in f64 over
 //!   the batch in order.
+//!
+//! 3 × 3 kernels at stride 1 (and the stride-1 gather) go through the taps row by row
+//! ([`Rows3`]): four neighbouring outputs of a row load each kernel row's six input vectors once
+//! for its three taps (4.5 loads per output instead of 9), the weight gradient keeps its nine tap
+//! sums in registers the same way. Every sum keeps its order, so the bits do not change. The
+//! scratch buffers start on a cache line, and are zeroed once per worker, not per image.
 
 use rayon::prelude::*;
 
 use super::super::epilogue::{Epilogue, finish};
 use super::super::geometry::ConvGeometry;
+use crate::aligned::Lines;
 use crate::transpose::{self, LANES, deinterleave16, interleave16};
 use crate::wide::{Kernel, wide};
 
@@ -47,9 +54,25 @@ struct Layout<'a> {
     /// Per output position, the padded position of its first tap.
     bases: Vec<usize>,
     kk: usize,
+    /// The forward's taps row by row, for 3 × 3 kernels at stride 1 and dilation 1.
+    rows3: Option<Rows3>,
     /// The input gradient as a gather (stride 1, padding ≤ the kernel's reach): see [`Gather`].
     gather: Option<Gather>,
 }
+
+/// A 3 × 3, stride-1, dilation-1 tap sum as three kernel rows: tap `(ky, kx)` reads position
+/// `base + rows[ky] + kx` (or `+ 2 − kx` when the taps are flipped), so [`BLOCK`] neighbouring
+/// outputs of a row share each kernel row's `BLOCK + 2` input vectors.
+#[derive(Clone, Copy)]
+struct Rows3 {
+    rows: [usize; 3],
+    /// Outputs per row.
+    width: usize,
+    flipped: bool,
+}
+
+/// Outputs of a row summed together by [`tap_rows3`].
+const BLOCK: usize = 4;
 
 /// The stride-1 input gradient as a forward pass over the output gradient: `dy` sits in a
 /// zero-bordered buffer (`rows × width` positions, `dy` at `(top, left)`), and input position
@@ -61,6 +84,7 @@ struct Gather {
     left: usize,
     offsets: Vec<usize>,
     bases: Vec<usize>,
+    rows3: Option<Rows3>,
 }
 
 impl Gather {
@@ -76,6 +100,11 @@ impl Gather {
         let bases = (0..g.h)
             .flat_map(|iy| (0..g.w).map(move |ix| iy * width + ix))
             .collect();
+        let rows3 = is_3x3_unit(g).then_some(Rows3 {
+            rows: [2 * width, width, 0],
+            width: g.w,
+            flipped: true,
+        });
         Some(Self {
             width,
             len: (g.h + reach_y) * width * LANES,
@@ -83,6 +112,7 @@ impl Gather {
             left: reach_x - g.padding,
             offsets,
             bases,
+            rows3,
         })
     }
 
@@ -106,6 +136,11 @@ impl<'a> Layout<'a> {
         let bases = (0..g.h_out())
             .flat_map(|oy| (0..g.w_out()).map(move |ox| oy * g.stride * wp + ox * g.stride))
             .collect();
+        let rows3 = (is_3x3_unit(g) && g.stride == 1).then_some(Rows3 {
+            rows: [0, wp, 2 * wp],
+            width: g.w_out(),
+            flipped: false,
+        });
         Self {
             g,
             wp,
@@ -113,19 +148,28 @@ impl<'a> Layout<'a> {
             offsets,
             bases,
             kk: g.kh * g.kw,
+            rows3,
             gather: Gather::of(g),
         }
     }
 
-    /// The block's weights, tap-major: `out[tap][lane] = w[c0 + lane][tap]`.
-    fn weights(&self, w: &[f32], c0: usize, out: &mut Vec<[f32; LANES]>) {
-        out.clear();
-        out.resize(self.kk, [0.0; LANES]);
-        for lane in 0..LANES {
-            for (tap, v) in w[(c0 + lane) * self.kk..(c0 + lane + 1) * self.kk].iter().enumerate() {
-                out[tap][lane] = *v;
+    /// Every block's weights, block by block and tap-major within a block:
+    /// `out[block · kk + tap][lane] = w[block · 16 + lane][tap]`.
+    fn weights(&self, w: &[f32]) -> Vec<[f32; LANES]> {
+        let mut out = vec![[0.0; LANES]; blocks(self.g) * self.kk];
+        // channel c = block · 16 + lane holds w[c · kk..(c + 1) · kk]
+        for (c, channel) in w.chunks_exact(self.kk).enumerate() {
+            let taps = &mut out[c / LANES * self.kk..(c / LANES + 1) * self.kk];
+            for (tap, v) in taps.iter_mut().zip(channel) {
+                tap[c % LANES] = *v;
             }
         }
+        out
+    }
+
+    /// Block `b`'s weights out of [`Layout::weights`].
+    fn block<'w>(&self, weights: &'w [[f32; LANES]], b: usize) -> &'w [[f32; LANES]] {
+        &weights[b * self.kk..(b + 1) * self.kk]
     }
 
     /// Interleaves planes `c0..c0 + 16` of `image` (`c_in` planes of `h × w`) into the interior
@@ -152,6 +196,11 @@ impl<'a> Layout<'a> {
     }
 }
 
+/// Whether `g` has a 3 × 3 kernel at dilation 1.
+fn is_3x3_unit(g: &ConvGeometry) -> bool {
+    g.kh == 3 && g.kw == 3 && g.dilation == 1
+}
+
 /// Planes `c0..c0 + 16` (of `p` values each) of `image` into `dst` (`p × LANES`).
 #[inline(always)]
 fn interleave(image: &[f32], p: usize, c0: usize, dst: &mut [f32]) {
@@ -162,6 +211,20 @@ fn interleave(image: &[f32], p: usize, c0: usize, dst: &mut [f32]) {
 #[inline(always)]
 fn deinterleave(src: &[f32], p: usize, c0: usize, image: &mut [f32]) {
     deinterleave16(src, p, p, &mut image[c0 * p..]);
+}
+
+/// The first `N` vectors of `src` as an array the compiler keeps in registers (plain loops:
+/// `array::from_fn` is not always inlined into the wide kernels).
+#[inline(always)]
+fn load_vectors<const N: usize>(src: &[f32]) -> [[f32; LANES]; N] {
+    let src = &src[..N * LANES];
+    let mut v = [[0.0f32; LANES]; N];
+    for (m, vm) in v.iter_mut().enumerate() {
+        for l in 0..LANES {
+            vm[l] = src[m * LANES + l];
+        }
+    }
+    v
 }
 
 /// A vector of [`LANES`] values at `at` in an interleaved buffer.
@@ -175,12 +238,23 @@ fn lanes(buf: &[f32], at: usize) -> &[f32] {
 /// do not overlap, which it cannot for the scratch vectors themselves.) 3 × 3 kernels keep their
 /// nine weight vectors in registers.
 #[inline(always)]
-fn tap_sums(weights: &[[f32; LANES]], offsets: &[usize], bases: &[usize], padded: &[f32], grid: &mut [f32]) {
+fn tap_sums(
+    weights: &[[f32; LANES]],
+    offsets: &[usize],
+    bases: &[usize],
+    rows3: Option<Rows3>,
+    padded: &[f32],
+    grid: &mut [f32],
+) {
     if let (Ok(w), Ok(o)) = (
         <&[[f32; LANES]; 9]>::try_from(weights),
         <&[usize; 9]>::try_from(offsets),
     ) {
-        return tap_sums_fixed(w, o, bases, padded, grid);
+        return match rows3 {
+            Some(r) if r.flipped => tap_rows3::<true>(w, o, r, bases, padded, grid),
+            Some(r) => tap_rows3::<false>(w, o, r, bases, padded, grid),
+            None => tap_sums_fixed(w, o, bases, padded, grid),
+        };
     }
     let (Some((w0, wrest)), Some((o0, orest))) = (weights.split_first(), offsets.split_first()) else {
         return;
@@ -227,6 +301,48 @@ fn tap_sums_fixed<const K: usize>(
     }
 }
 
+/// [`tap_sums_fixed`] for 3 × 3 taps as three kernel rows ([`Rows3`]): [`BLOCK`] outputs of a row
+/// at a time, each kernel row's `BLOCK + 2` input vectors loaded once for its three taps. Every
+/// output still sums its taps in tap order, the first a product: the same bits. The outputs past
+/// a row's last whole block take [`tap_sums_fixed`].
+#[inline(always)]
+fn tap_rows3<const FLIPPED: bool>(
+    w: &[[f32; LANES]; 9],
+    offsets: &[usize; 9],
+    r: Rows3,
+    bases: &[usize],
+    padded: &[f32],
+    grid: &mut [f32],
+) {
+    let w = *w;
+    let whole = r.width / BLOCK * BLOCK;
+    for (row_out, row_bases) in grid.chunks_exact_mut(r.width * LANES).zip(bases.chunks_exact(r.width)) {
+        for (out, &base) in row_out
+            .chunks_exact_mut(BLOCK * LANES)
+            .zip(row_bases.iter().step_by(BLOCK))
+        {
+            let mut acc = [[0.0f32; LANES]; BLOCK];
+            for ky in 0..3 {
+                let start = (base + r.rows[ky]) * LANES;
+                let v: [[f32; LANES]; BLOCK + 2] = load_vectors(&padded[start..]);
+                for kx in 0..3 {
+                    let (wt, c) = (w[ky * 3 + kx], if FLIPPED { 2 - kx } else { kx });
+                    for j in 0..BLOCK {
+                        for l in 0..LANES {
+                            let term = wt[l] * v[c + j][l];
+                            acc[j][l] = if ky == 0 && kx == 0 { term } else { acc[j][l] + term };
+                        }
+                    }
+                }
+            }
+            for (o, a) in out.chunks_exact_mut(LANES).zip(&acc) {
+                o.copy_from_slice(a);
+            }
+        }
+        tap_sums_fixed(&w, offsets, &row_bases[whole..], padded, &mut row_out[whole * LANES..]);
+    }
+}
+
 /// Input gradient: `padded[bases[pos] + offsets[t]] += weights[t] ⊙ grid[pos]`, tap by tap (within a
 /// tap every position writes its own entry, so no addition waits on the one before).
 #[inline(always)]
@@ -245,7 +361,17 @@ fn scatter_taps(weights: &[[f32; LANES]], offsets: &[usize], bases: &[usize], gr
 /// Weight gradient of one image: `out[t] = Σ_pos grid[pos] ⊙ padded[bases[pos] + offsets[t]]`,
 /// each tap's sum in registers.
 #[inline(always)]
-fn weight_lanes(offsets: &[usize], bases: &[usize], padded: &[f32], grid: &[f32], out: &mut [[f32; LANES]]) {
+fn weight_lanes(
+    offsets: &[usize],
+    bases: &[usize],
+    rows3: Option<Rows3>,
+    padded: &[f32],
+    grid: &[f32],
+    out: &mut [[f32; LANES]],
+) {
+    if let (Some(r), Ok(out)) = (rows3, <&mut [[f32; LANES]; 9]>::try_from(&mut *out)) {
+        return weight_rows3(r, bases, padded, grid, out);
+    }
     for (sum, &off) in out.iter_mut().zip(offsets) {
         let mut acc = [0.0f32; LANES];
         for (dy, &base) in grid.chunks_exact(LANES).zip(bases) {
@@ -258,26 +384,66 @@ fn weight_lanes(offsets: &[usize], bases: &[usize], padded: &[f32], grid: &[f32]
     }
 }
 
+/// [`weight_lanes`] for 3 × 3 taps as three kernel rows ([`Rows3`], not flipped): the nine tap
+/// sums stay in registers while [`BLOCK`] outputs of a row load their gradient vectors once and
+/// each kernel row's `BLOCK + 2` input vectors once. Every tap still sums the positions in order:
+/// the same bits.
+#[inline(always)]
+fn weight_rows3(r: Rows3, bases: &[usize], padded: &[f32], grid: &[f32], out: &mut [[f32; LANES]; 9]) {
+    let mut acc = [[0.0f32; LANES]; 9];
+    for (row_dy, row_bases) in grid.chunks_exact(r.width * LANES).zip(bases.chunks_exact(r.width)) {
+        let blocks = row_dy.chunks_exact(BLOCK * LANES);
+        let rest = blocks.remainder();
+        for (dy, &base) in blocks.zip(row_bases.iter().step_by(BLOCK)) {
+            let dy: [[f32; LANES]; BLOCK] = load_vectors(dy);
+            for ky in 0..3 {
+                let start = (base + r.rows[ky]) * LANES;
+                let v: [[f32; LANES]; BLOCK + 2] = load_vectors(&padded[start..]);
+                for j in 0..BLOCK {
+                    for kx in 0..3 {
+                        for l in 0..LANES {
+                            acc[ky * 3 + kx][l] += dy[j][l] * v[j + kx][l];
+                        }
+                    }
+                }
+            }
+        }
+        let tail = &row_bases[r.width / BLOCK * BLOCK..];
+        for (dy, &base) in rest.chunks_exact(LANES).zip(tail) {
+            for (t, sum) in acc.iter_mut().enumerate() {
+                let x = lanes(padded, base + r.rows[t / 3] + t % 3);
+                for l in 0..LANES {
+                    sum[l] += dy[l] * x[l];
+                }
+            }
+        }
+    }
+    *out = acc;
+}
+
 /// One worker's buffers.
 #[derive(Default)]
 struct Scratch {
-    inter: Vec<f32>,
-    padded: Vec<f32>,
-    grid: Vec<f32>,
-    weights: Vec<[f32; LANES]>,
+    /// Whether the buffers are sized and zeroed (once per worker and call: the passes overwrite
+    /// the same interior entries for every block, so the borders stay zero).
+    ready: bool,
+    inter: Lines,
+    padded: Lines,
+    grid: Lines,
     lanes: Vec<[f32; LANES]>,
     sums: Vec<[f64; LANES]>,
 }
 
 impl Scratch {
     /// Sizes the interleaved plane (`p_in` positions), zeroes the padded buffer (`len` long) and
-    /// the grid (`p` positions).
+    /// the grid (`p` positions), the first time it is called.
     fn zero(&mut self, p_in: usize, len: usize, p: usize) {
-        self.inter.resize(p_in * LANES, 0.0);
-        self.padded.clear();
-        self.padded.resize(len, 0.0);
-        self.grid.clear();
-        self.grid.resize(p * LANES, 0.0);
+        if std::mem::replace(&mut self.ready, true) {
+            return;
+        }
+        self.inter = Lines::zeroed(p_in * LANES);
+        self.padded = Lines::zeroed(len);
+        self.grid = Lines::zeroed(p * LANES);
     }
 }
 
@@ -289,10 +455,11 @@ fn blocks(g: &ConvGeometry) -> usize {
 /// `out[b, c] = x[b, c] ⋆ w[c]`, then `epi` per image.
 pub(super) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32], epi: Option<&Epilogue<'_>>) {
     let lay = Layout::of(g);
+    let weights = lay.weights(w);
     out.par_chunks_mut(g.c_in * g.p_out())
         .zip(x.par_chunks(g.c_in * g.p_in()))
         .for_each_init(Scratch::default, |s, (out, img)| {
-            let lay = &lay;
+            let (lay, w) = (&lay, &weights[..]);
             wide(ForwardImage { lay, w, img, out, s });
             finish(epi, out, g.c_in, g.p_out());
         });
@@ -300,7 +467,8 @@ pub(super) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32], e
 
 struct ForwardImage<'a> {
     lay: &'a Layout<'a>,
-    w: &'a [f32],
+    /// [`Layout::weights`].
+    w: &'a [[f32; LANES]],
     img: &'a [f32],
     out: &'a mut [f32],
     s: &'a mut Scratch,
@@ -316,8 +484,8 @@ impl Kernel for ForwardImage<'_> {
         for b in 0..blocks(lay.g) {
             let c0 = b * LANES;
             lay.pad_in(self.img, c0, &mut s.inter, &mut s.padded);
-            lay.weights(self.w, c0, &mut s.weights);
-            tap_sums(&s.weights, &lay.offsets, &lay.bases, &s.padded, &mut s.grid);
+            let w = lay.block(self.w, b);
+            tap_sums(w, &lay.offsets, &lay.bases, lay.rows3, &s.padded, &mut s.grid);
             deinterleave(&s.grid, lay.g.p_out(), c0, self.out);
         }
     }
@@ -326,17 +494,19 @@ impl Kernel for ForwardImage<'_> {
 /// `dx[b, c] = dy[b, c] ⋆ᵀ w[c]`.
 pub(super) fn grad_input(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let lay = Layout::of(g);
+    let weights = lay.weights(w);
     dx.par_chunks_mut(g.c_in * g.p_in())
         .zip(dy.par_chunks(g.c_in * g.p_out()))
         .for_each_init(Scratch::default, |s, (dx, dy)| {
-            let lay = &lay;
+            let (lay, w) = (&lay, &weights[..]);
             wide(GradInputImage { lay, w, dy, dx, s });
         });
 }
 
 struct GradInputImage<'a> {
     lay: &'a Layout<'a>,
-    w: &'a [f32],
+    /// [`Layout::weights`].
+    w: &'a [[f32; LANES]],
     dy: &'a [f32],
     dx: &'a mut [f32],
     s: &'a mut Scratch,
@@ -355,9 +525,8 @@ impl Kernel for GradInputImage<'_> {
         for b in 0..blocks(lay.g) {
             let c0 = b * LANES;
             interleave(self.dy, lay.g.p_out(), c0, &mut s.grid);
-            lay.weights(self.w, c0, &mut s.weights);
             s.padded.fill(0.0);
-            scatter_taps(&s.weights, &lay.offsets, &lay.bases, &s.grid, &mut s.padded);
+            scatter_taps(lay.block(self.w, b), &lay.offsets, &lay.bases, &s.grid, &mut s.padded);
             lay.unpad_out(&s.padded, c0, &mut s.inter, self.dx);
         }
     }
@@ -365,7 +534,7 @@ impl Kernel for GradInputImage<'_> {
 
 /// The input gradient of one image by [`Gather`].
 #[inline(always)]
-fn gather_image(lay: &Layout<'_>, gather: &Gather, w: &[f32], dy: &[f32], dx: &mut [f32], s: &mut Scratch) {
+fn gather_image(lay: &Layout<'_>, gather: &Gather, w: &[[f32; LANES]], dy: &[f32], dx: &mut [f32], s: &mut Scratch) {
     let g = lay.g;
     // the buffer's border stays zero: every block overwrites the same interior
     s.zero(g.p_in(), gather.len, g.p_out());
@@ -373,8 +542,14 @@ fn gather_image(lay: &Layout<'_>, gather: &Gather, w: &[f32], dy: &[f32], dx: &m
         let c0 = b * LANES;
         interleave(dy, g.p_out(), c0, &mut s.grid);
         gather.place(g, &s.grid, &mut s.padded);
-        lay.weights(w, c0, &mut s.weights);
-        tap_sums(&s.weights, &gather.offsets, &gather.bases, &s.padded, &mut s.inter);
+        tap_sums(
+            lay.block(w, b),
+            &gather.offsets,
+            &gather.bases,
+            gather.rows3,
+            &s.padded,
+            &mut s.inter,
+        );
         deinterleave(&s.inter, g.p_in(), c0, dx);
     }
 }
@@ -414,7 +589,7 @@ impl Kernel for GradWeightBlock<'_> {
             interleave(&self.dy[image * g.c_in * g.p_out()..], g.p_out(), c0, &mut s.grid);
             s.lanes.clear();
             s.lanes.resize(lay.kk, [0.0; LANES]);
-            weight_lanes(&lay.offsets, &lay.bases, &s.padded, &s.grid, &mut s.lanes);
+            weight_lanes(&lay.offsets, &lay.bases, lay.rows3, &s.padded, &s.grid, &mut s.lanes);
             for (sum, part) in s.sums.iter_mut().zip(&s.lanes) {
                 for l in 0..LANES {
                     sum[l] += part[l] as f64;
@@ -453,6 +628,8 @@ mod tests {
             (6, 6, 5, 1, 2, 1),
             (7, 9, 3, 1, 2, 2),
             (4, 4, 3, 1, 0, 1),
+            (6, 10, 3, 1, 1, 1),
+            (9, 5, 3, 1, 0, 1),
         ] {
             let g = ConvGeometry {
                 batch: 3,
@@ -486,6 +663,35 @@ mod tests {
             grad_weight(&g, &x, &dy, &mut a);
             grad_weight_planes(&g, &x, &dy, &mut b);
             close(&a, &b, &format!("weight gradient {case}"));
+        }
+    }
+
+    /// The row-blocked weight gradient sums every tap's positions in the same order as the
+    /// per-tap loop: the same bits, on rows with and without a partial block.
+    #[test]
+    fn weight_rows_agree_bit_for_bit_with_the_tap_loop() {
+        for (h, w) in [(8, 8), (6, 10), (9, 5)] {
+            let g = ConvGeometry {
+                batch: 1,
+                c_in: 16,
+                h,
+                w,
+                c_out: 16,
+                kh: 3,
+                kw: 3,
+                stride: 1,
+                padding: 1,
+                dilation: 1,
+                groups: 16,
+            };
+            let lay = Layout::of(&g);
+            let rows3 = lay.rows3.expect("3 × 3 at stride 1 takes the rows");
+            let padded = values(lay.len, 5);
+            let grid = values(g.p_out() * LANES, 6);
+            let (mut a, mut b) = (vec![[0.0f32; LANES]; 9], vec![[f32::NAN; LANES]; 9]);
+            weight_lanes(&lay.offsets, &lay.bases, None, &padded, &grid, &mut a);
+            weight_lanes(&lay.offsets, &lay.bases, Some(rows3), &padded, &grid, &mut b);
+            assert_eq!(a, b, "{h}×{w}");
         }
     }
 
