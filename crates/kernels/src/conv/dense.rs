@@ -103,7 +103,11 @@ pub(crate) fn grad_input(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]
     let (k, p) = (g.k_dim(), g.p_out());
     let nb = images_per_chunk(g);
     let (img_in, img_out) = (g.c_in * g.p_in(), g.c_out * p);
-    let wt = MatRef::row_major(w, g.c_out, k).t();
+    // `wᵀ` copied once per call: as a strided view the GEMM would repack it for every chunk
+    // wider than 128 columns (`gemm` packs a right-hand side without unit stride along `k`).
+    let mut w_t = vec![0.0f32; k * g.c_out];
+    transpose_into(w, g.c_out, k, &mut w_t);
+    let wt = MatRef::row_major(&w_t, k, g.c_out);
     dx.par_chunks_mut(nb * img_in)
         .zip(dy.par_chunks(nb * img_out))
         .for_each_init(
@@ -160,8 +164,10 @@ pub(crate) fn grad_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32
         .map(|(xs, dys)| {
             let mut acc = vec![0.0f32; k * g.c_out];
             let (mut col, mut gm) = (Vec::new(), Vec::new());
-            for (xc, dc) in xs.chunks(nb * img_in).zip(dys.chunks(nb * img_out)) {
+            for (i, (xc, dc)) in xs.chunks(nb * img_in).zip(dys.chunks(nb * img_out)).enumerate() {
                 let n = xc.len() / img_in;
+                // the slice's first product overwrites `acc` instead of adding to its zeros
+                let accumulate = i > 0;
                 let gmat = if n == 1 {
                     MatRef::row_major(dc, g.c_out, p)
                 } else {
@@ -175,9 +181,9 @@ pub(crate) fn grad_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32
                     MatRef::row_major(&col, k, n * p)
                 };
                 if transposed {
-                    matmul(&mut acc, g.c_out, cols, gmat.t(), true);
+                    matmul(&mut acc, g.c_out, cols, gmat.t(), accumulate);
                 } else {
-                    matmul(&mut acc, k, gmat, cols.t(), true);
+                    matmul(&mut acc, k, gmat, cols.t(), accumulate);
                 }
             }
             acc
@@ -185,8 +191,11 @@ pub(crate) fn grad_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32
         .collect();
     // Sum the partials in order (straight into `dw` unless they are transposed).
     let sum_into = |total: &mut [f32]| {
-        total.fill(0.0);
-        for part in &partials {
+        let Some((first, rest)) = partials.split_first() else {
+            return total.fill(0.0);
+        };
+        total.copy_from_slice(first);
+        for part in rest {
             for (t, v) in total.iter_mut().zip(part) {
                 *t += *v;
             }
@@ -198,13 +207,44 @@ pub(crate) fn grad_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32
     }
     let mut total = vec![0.0f32; k * g.c_out];
     sum_into(&mut total);
-    // `k × c_out` → `c_out × k`, tile by tile.
+    transpose_into(&total, k, g.c_out, dw);
+}
+
+/// `dst[c · rows + r] = src[r · cols + c]` (`src` is `rows × cols`, row-major), in tiles, with
+/// rayon over blocks of `dst`'s rows.
+fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
     const TILE: usize = 32;
-    for k0 in (0..k).step_by(TILE) {
-        for o0 in (0..g.c_out).step_by(TILE) {
-            for kk in k0..(k0 + TILE).min(k) {
-                for o in o0..(o0 + TILE).min(g.c_out) {
-                    dw[o * k + kk] = total[kk * g.c_out + o];
+    if rows == 0 {
+        return;
+    }
+    dst[..rows * cols]
+        .par_chunks_mut(TILE * rows)
+        .enumerate()
+        .for_each(|(block, out)| {
+            let c0 = block * TILE;
+            for r0 in (0..rows).step_by(TILE) {
+                for (dc, line) in out.chunks_exact_mut(rows).enumerate() {
+                    for r in r0..(r0 + TILE).min(rows) {
+                        line[r] = src[r * cols + c0 + dc];
+                    }
+                }
+            }
+        });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::transpose_into;
+
+    #[test]
+    fn transpose_into_moves_every_value_across_partial_tiles() {
+        for (rows, cols) in [(1, 1), (45, 70), (32, 64), (3, 100), (70, 2)] {
+            let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
+            let mut dst = vec![f32::NAN; rows * cols];
+            transpose_into(&src, rows, cols, &mut dst);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(dst[c * rows + r], src[r * cols + c], "{rows}×{cols} at ({r}, {c})");
                 }
             }
         }
