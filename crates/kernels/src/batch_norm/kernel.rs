@@ -63,26 +63,31 @@ pub fn affine_in_place(y: &mut [f32], c: usize, hw: usize, scale: &[f32], shift:
     }
 }
 
-/// Per channel `(Σ g, Σ g·(x − μ))` with `g = dy · act'(y)`.
-pub fn backward_sums(
-    x: &[f32],
-    y: &[f32],
-    dy: &[f32],
-    s: BnShape,
-    mean: &[f32],
-    act: Activation,
-) -> (Vec<f64>, Vec<f64>) {
+/// The forward's per-channel `y = act(x · scale + shift)`: what the backward needs to tell
+/// where the activation passed the gradient, from `x` alone.
+#[derive(Clone, Copy, Debug)]
+pub struct ForwardAffine<'a> {
+    /// `γ / √(σ² + ε)` per channel.
+    pub scale: &'a [f32],
+    /// `β − μ · scale` per channel.
+    pub shift: &'a [f32],
+    /// The activation.
+    pub act: Activation,
+}
+
+/// Per channel `(Σ g, Σ g·(x − μ))` with `g = dy · act'(x · scale + shift)`.
+pub fn backward_sums(x: &[f32], dy: &[f32], s: BnShape, mean: &[f32], f: ForwardAffine<'_>) -> (Vec<f64>, Vec<f64>) {
     (0..s.c)
         .into_par_iter()
         .map(|c| {
             wide(BackwardSums {
                 x,
-                y,
                 dy,
                 s,
                 c,
                 mu: mean[c],
-                act,
+                affine: (f.scale[c], f.shift[c]),
+                act: f.act,
             })
         })
         .unzip()
@@ -92,14 +97,13 @@ pub fn backward_sums(
 #[allow(clippy::too_many_arguments)]
 pub fn backward_input(
     x: &[f32],
-    y: &[f32],
     dy: &[f32],
     s: BnShape,
     mean: &[f32],
     invstd: &[f32],
     gamma: &[f32],
     sums: (&[f64], &[f64]),
-    act: Activation,
+    f: ForwardAffine<'_>,
     dx: &mut [f32],
 ) {
     let m = s.per_channel().max(1) as f64;
@@ -111,11 +115,11 @@ pub fn backward_input(
         let b = (sums.1[c] / m) as f32 * invstd[c] * invstd[c];
         wide(InputGradPlane {
             x: &x[r.clone()],
-            y: &y[r.clone()],
             dy: &dy[r],
             dx: d,
             coef: [k, a, mean[c], b],
-            act,
+            affine: (f.scale[c], f.shift[c]),
+            act: f.act,
         });
     });
 }

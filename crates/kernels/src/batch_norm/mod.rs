@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 
 pub mod kernel;
 mod planes;
@@ -55,6 +55,9 @@ struct Saved {
     var: Vec<f32>,
     invstd: Vec<f32>,
     gamma: Vec<f32>,
+    /// The forward's `y = act(x · scale + shift)`.
+    scale: Vec<f32>,
+    shift: Vec<f32>,
 }
 
 /// Training-mode BatchNorm `act(γ · (x − μ_B) / √(σ²_B + ε) + β)` over `x` of shape
@@ -188,6 +191,8 @@ impl CustomOp3 for Forward {
                 var,
                 invstd,
                 gamma: gamma.to_vec(),
+                scale,
+                shift,
             });
         }
         Ok((CpuStorage::F32(y), l1.shape().clone()))
@@ -198,7 +203,7 @@ impl CustomOp3 for Forward {
         x: &Tensor,
         _gamma: &Tensor,
         _beta: &Tensor,
-        res: &Tensor,
+        _res: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let saved = self
@@ -209,7 +214,7 @@ impl CustomOp3 for Forward {
             .ok_or_else(|| candle_core::Error::msg("batch_norm: backward before forward"))?;
         let c = saved.mean.len();
         let numel = x.elem_count();
-        let flat = x.apply_op3_no_bwd(res, &grad.contiguous()?, &Backward { saved, act: self.act })?;
+        let flat = x.apply_op2_no_bwd(&grad.contiguous()?, &Backward { saved, act: self.act })?;
         let dx = if x.track_op() {
             Some(flat.narrow(0, 0, numel)?.reshape(x.shape())?)
         } else {
@@ -225,13 +230,14 @@ impl CustomOp3 for Forward {
     }
 }
 
-/// `(x, y, dy) ↦ [dx | dγ | dβ]` flattened into one tensor.
+/// `(x, dy) ↦ [dx | dγ | dβ]` flattened into one tensor. Where the activation passed the
+/// gradient is recomputed from `x` and the forward's affine, so `y` is not read.
 struct Backward {
     saved: Saved,
     act: Activation,
 }
 
-impl CustomOp3 for Backward {
+impl CustomOp2 for Backward {
     fn name(&self) -> &'static str {
         "quarc-batch-norm-backward"
     }
@@ -242,20 +248,29 @@ impl CustomOp3 for Backward {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let sh = shape_of(l1)?;
-        let (x, y, dy) = (
+        let (x, dy) = (
             f32_slice(s1, l1, "batch_norm", "x")?,
-            f32_slice(s2, l2, "batch_norm", "y")?,
-            f32_slice(s3, l3, "batch_norm", "dy")?,
+            f32_slice(s2, l2, "batch_norm", "dy")?,
         );
+        if dy.len() != x.len() {
+            candle_core::bail!(
+                "batch_norm: gradient of {} values for an input of {}",
+                dy.len(),
+                x.len()
+            );
+        }
         let s = &self.saved;
-        let (sg, sgx) = kernel::backward_sums(x, y, dy, sh, &s.mean, self.act);
+        let f = kernel::ForwardAffine {
+            scale: &s.scale,
+            shift: &s.shift,
+            act: self.act,
+        };
+        let (sg, sgx) = kernel::backward_sums(x, dy, sh, &s.mean, f);
         let mut out = vec![0.0f32; x.len() + 2 * sh.c];
         let (dx, rest) = out.split_at_mut(x.len());
-        kernel::backward_input(x, y, dy, sh, &s.mean, &s.invstd, &s.gamma, (&sg, &sgx), self.act, dx);
+        kernel::backward_input(x, dy, sh, &s.mean, &s.invstd, &s.gamma, (&sg, &sgx), f, dx);
         for c in 0..sh.c {
             rest[c] = (sgx[c] * s.invstd[c] as f64) as f32;
             rest[sh.c + c] = sg[c] as f32;

@@ -25,13 +25,16 @@ fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f64 {
     total
 }
 
-/// Whether the activation passes the gradient at output value `y`.
+/// Whether the activation passes the gradient at pre-activation value `v = x · a + b` (the
+/// forward's own arithmetic, so the same bits). Equal to testing the output `y = act(v)`:
+/// `max(v, 0) > 0` iff `v > 0`, and `clamp(v, 0, 6)` lies strictly inside iff `v` does (NaN
+/// passes neither), but needs only `x`, so the backward does not read `y`.
 #[inline(always)]
-fn passes(act: Activation, y: f32) -> f32 {
+pub(super) fn passes(act: Activation, v: f32) -> f32 {
     match act {
         Activation::Identity => 1.0,
-        Activation::Relu => (y > 0.0) as u8 as f32,
-        Activation::Relu6 => (y > 0.0 && y < 6.0) as u8 as f32,
+        Activation::Relu => (v > 0.0) as u8 as f32,
+        Activation::Relu6 => (v > 0.0 && v < 6.0) as u8 as f32,
     }
 }
 
@@ -92,14 +95,15 @@ fn map(y: &mut [f32], x: Option<&[f32]>, f: impl Fn(f32) -> f32) {
     }
 }
 
-/// Channel `c`'s `(Σ g, Σ g·(x − μ))` with `g = dy · act'(y)`.
+/// Channel `c`'s `(Σ g, Σ g·(x − μ))` with `g = dy · act'(x · scale + shift)`.
 pub(super) struct BackwardSums<'a> {
     pub x: &'a [f32],
-    pub y: &'a [f32],
     pub dy: &'a [f32],
     pub s: BnShape,
     pub c: usize,
     pub mu: f32,
+    /// The forward's `(scale, shift)` of channel `c`.
+    pub affine: (f32, f32),
     pub act: Activation,
 }
 
@@ -108,16 +112,16 @@ impl Kernel for BackwardSums<'_> {
 
     #[inline(always)]
     fn run(self) -> (f64, f64) {
-        let (s, mu, act) = (self.s, self.mu, self.act);
+        let (s, mu, act, (sa, sb)) = (self.s, self.mu, self.act, self.affine);
         let (mut sg, mut sgx) = (0.0f64, 0.0f64);
         for b in 0..s.n {
             let r = (b * s.c + self.c) * s.hw..(b * s.c + self.c + 1) * s.hw;
-            let (xp, yp, gp) = (&self.x[r.clone()], &self.y[r.clone()], &self.dy[r]);
+            let (xp, gp) = (&self.x[r.clone()], &self.dy[r]);
             let (mut a1, mut a2) = ([0.0f32; 8], [0.0f32; 8]);
             let mut i = 0;
             while i + 8 <= s.hw {
                 for l in 0..8 {
-                    let g = gp[i + l] * passes(act, yp[i + l]);
+                    let g = gp[i + l] * passes(act, xp[i + l] * sa + sb);
                     a1[l] += g;
                     a2[l] += g * (xp[i + l] - mu);
                 }
@@ -129,7 +133,7 @@ impl Kernel for BackwardSums<'_> {
                 t2 += a2[l] as f64;
             }
             for j in i..s.hw {
-                let g = gp[j] * passes(act, yp[j]);
+                let g = gp[j] * passes(act, xp[j] * sa + sb);
                 t1 += g as f64;
                 t2 += (g * (xp[j] - mu)) as f64;
             }
@@ -140,13 +144,15 @@ impl Kernel for BackwardSums<'_> {
     }
 }
 
-/// One plane of the input gradient: `dx = k · (g − a − (x − μ) · b)`, `coef = [k, a, μ, b]`.
+/// One plane of the input gradient: `dx = k · (g − a − (x − μ) · b)`, `coef = [k, a, μ, b]`,
+/// `g = dy · act'(x · scale + shift)`.
 pub(super) struct InputGradPlane<'a> {
     pub x: &'a [f32],
-    pub y: &'a [f32],
     pub dy: &'a [f32],
     pub dx: &'a mut [f32],
     pub coef: [f32; 4],
+    /// The forward's `(scale, shift)` of the plane's channel.
+    pub affine: (f32, f32),
     pub act: Activation,
 }
 
@@ -156,10 +162,41 @@ impl Kernel for InputGradPlane<'_> {
     #[inline(always)]
     fn run(self) {
         let [k, a, mu, b] = self.coef;
-        let act = self.act;
-        for (((o, g), y), x) in self.dx.iter_mut().zip(self.dy).zip(self.y).zip(self.x) {
-            let g = g * passes(act, *y);
+        let (act, (sa, sb)) = (self.act, self.affine);
+        for ((o, g), x) in self.dx.iter_mut().zip(self.dy).zip(self.x) {
+            let g = g * passes(act, x * sa + sb);
             *o = k * (g - a - (x - mu) * b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mask from the pre-activation equals the mask the forward's output would give.
+    #[test]
+    fn pre_activation_mask_equals_the_output_mask() {
+        let edges = [
+            f32::NEG_INFINITY,
+            -1.0,
+            -0.0,
+            0.0,
+            1e-40,
+            3.0,
+            5.999_999_5,
+            6.0,
+            6.000_000_5,
+            f32::INFINITY,
+            f32::NAN,
+        ];
+        for v in edges {
+            let relu = v.max(0.0);
+            assert_eq!(passes(Activation::Relu, v), (relu > 0.0) as u8 as f32, "ReLU at {v}");
+            let relu6 = v.clamp(0.0, 6.0);
+            let inside = relu6 > 0.0 && relu6 < 6.0;
+            assert_eq!(passes(Activation::Relu6, v), inside as u8 as f32, "ReLU6 at {v}");
+            assert_eq!(passes(Activation::Identity, v), 1.0);
         }
     }
 }
