@@ -7,7 +7,7 @@
 //! | 1×1, stride 1, unpadded | the input is the GEMM operand (no im2col) |
 //! | 3×3, stride 1, ≥ 128 channels in and out (forward, input gradient and weight gradient) | Winograd F(2×2, 3×3): 16 GEMMs over tiles transformed sixteen images at a time; the weight gradient through its adjoint ([`WinogradPolicy`]; `QUARC_WINOGRAD=off`/`always`) |
 //! | dense with a per-tensor LSQ input quantizer ([`conv2d_lsq_input`]) | the fake-quant applied while packing the im2col operand, or to the planes the Winograd transform interleaves |
-//! | depthwise (`groups = c_in = c_out`) | direct loop per NCHW plane: a zero-padded, stride-phase-split copy makes every tap one contiguous run; AVX-512/AVX2 picked at run time |
+//! | depthwise (`groups = c_in = c_out`) | direct loop per NCHW plane: a zero-padded, stride-phase-split copy makes every tap one contiguous run; planes of ≤ 100 values sixteen channels at a time (one per vector lane), 3×3 stride-1 taps row by row; AVX-512/AVX2 picked at run time |
 //! | anything else, non-f32, CUDA, Metal | candle's `Tensor::conv2d` |
 
 use std::sync::atomic::{AtomicU8, Ordering};
