@@ -19,10 +19,11 @@
 //!   the batch in order.
 //!
 //! 3 × 3 kernels at stride 1 (and the stride-1 gather) go through the taps row by row
-//! ([`Rows3`]): four neighbouring outputs of a row load each kernel row's six input vectors once
-//! for its three taps (4.5 loads per output instead of 9), the weight gradient keeps its nine tap
-//! sums in registers the same way. Every sum keeps its order, so the bits do not change. The
-//! scratch buffers start on a cache line, and are zeroed once per worker, not per image.
+//! ([`Rows3`]): four neighbouring outputs of a row (two for the gather on AVX2) load each kernel
+//! row's six input vectors once for its three taps (4.5 loads per output instead of 9), and the
+//! weight gradient keeps its nine tap sums in registers the same way. Every sum keeps its order,
+//! so the bits do not change. The scratch buffers start on a cache line and are zeroed once per
+//! worker, not per image.
 
 use rayon::prelude::*;
 
@@ -307,9 +308,8 @@ fn tap_sums_fixed<const K: usize>(
 
 /// [`tap_sums_fixed`] for 3 × 3 taps as three kernel rows ([`Rows3`]): `B` outputs of a row at a
 /// time ([`BLOCK`], or two), each kernel row's `V = B + 2` input vectors loaded once for its three
-/// taps. Every
-/// output still sums its taps in tap order, the first a product: the same bits. The outputs past
-/// a row's last whole block take [`tap_sums_fixed`].
+/// taps. Every output still sums its taps in tap order, the first a product: the same bits. The
+/// outputs past a row's last whole block take [`tap_sums_fixed`].
 #[inline(always)]
 fn tap_rows3<const FLIPPED: bool, const B: usize, const V: usize>(
     w: &[[f32; LANES]; 9],
@@ -633,6 +633,7 @@ mod tests {
             (4, 4, 3, 1, 0, 1),
             (6, 10, 3, 1, 1, 1),
             (9, 5, 3, 1, 0, 1),
+            (5, 6, 3, 1, 2, 1),
         ] {
             let g = ConvGeometry {
                 batch: 3,
