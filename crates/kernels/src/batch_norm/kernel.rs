@@ -93,7 +93,8 @@ pub fn backward_sums(x: &[f32], dy: &[f32], s: BnShape, mean: &[f32], f: Forward
         .unzip()
 }
 
-/// The input gradient: `dx = γ·σ⁻¹ · (g − Σg/M − (x − μ)·σ⁻²·Σg(x − μ)/M)`.
+/// The input gradient: `dx = γ·σ⁻¹ · (g − Σg/M − (x − μ)·σ⁻²·Σg(x − μ)/M)`, with `γ·σ⁻¹` the
+/// forward's `scale`.
 #[allow(clippy::too_many_arguments)]
 pub fn backward_input(
     x: &[f32],
@@ -101,7 +102,6 @@ pub fn backward_input(
     s: BnShape,
     mean: &[f32],
     invstd: &[f32],
-    gamma: &[f32],
     sums: (&[f64], &[f64]),
     f: ForwardAffine<'_>,
     dx: &mut [f32],
@@ -110,7 +110,8 @@ pub fn backward_input(
     dx.par_chunks_mut(s.hw).enumerate().for_each(|(plane, d)| {
         let c = plane % s.c;
         let r = plane * s.hw..(plane + 1) * s.hw;
-        let k = gamma[c] * invstd[c];
+        // γ·σ⁻¹ is the forward's scale (the same product)
+        let k = f.scale[c];
         let a = (sums.0[c] / m) as f32;
         let b = (sums.1[c] / m) as f32 * invstd[c] * invstd[c];
         wide(InputGradPlane {

@@ -54,8 +54,7 @@ struct Saved {
     mean: Vec<f32>,
     var: Vec<f32>,
     invstd: Vec<f32>,
-    gamma: Vec<f32>,
-    /// The forward's `y = act(x · scale + shift)`.
+    /// The forward's `y = act(x · scale + shift)`, `scale = γ · invstd`.
     scale: Vec<f32>,
     shift: Vec<f32>,
 }
@@ -190,7 +189,6 @@ impl CustomOp3 for Forward {
                 mean,
                 var,
                 invstd,
-                gamma: gamma.to_vec(),
                 scale,
                 shift,
             });
@@ -270,7 +268,7 @@ impl CustomOp2 for Backward {
         let (sg, sgx) = kernel::backward_sums(x, dy, sh, &s.mean, f);
         let mut out = vec![0.0f32; x.len() + 2 * sh.c];
         let (dx, rest) = out.split_at_mut(x.len());
-        kernel::backward_input(x, dy, sh, &s.mean, &s.invstd, &s.gamma, (&sg, &sgx), f, dx);
+        kernel::backward_input(x, dy, sh, &s.mean, &s.invstd, (&sg, &sgx), f, dx);
         for c in 0..sh.c {
             rest[c] = (sgx[c] * s.invstd[c] as f64) as f32;
             rest[sh.c + c] = sg[c] as f32;
