@@ -45,6 +45,7 @@ mod copy;
 pub mod fake_quant;
 pub mod float;
 pub mod gemm;
+mod lanes;
 mod storage;
 mod transpose;
 mod wide;

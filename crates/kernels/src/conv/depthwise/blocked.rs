@@ -30,6 +30,7 @@ use rayon::prelude::*;
 use super::super::epilogue::{Epilogue, finish};
 use super::super::geometry::ConvGeometry;
 use crate::aligned::Lines;
+use crate::lanes::load_n;
 use crate::transpose::{self, LANES, deinterleave16, interleave16};
 use crate::wide::{Kernel, wide};
 
@@ -214,20 +215,6 @@ fn deinterleave(src: &[f32], p: usize, c0: usize, image: &mut [f32]) {
     deinterleave16(src, p, p, &mut image[c0 * p..]);
 }
 
-/// The first `N` vectors of `src` as an array the compiler keeps in registers (plain loops:
-/// `array::from_fn` is not always inlined into the wide kernels).
-#[inline(always)]
-fn load_vectors<const N: usize>(src: &[f32]) -> [[f32; LANES]; N] {
-    let src = &src[..N * LANES];
-    let mut v = [[0.0f32; LANES]; N];
-    for (m, vm) in v.iter_mut().enumerate() {
-        for l in 0..LANES {
-            vm[l] = src[m * LANES + l];
-        }
-    }
-    v
-}
-
 /// A vector of [`LANES`] values at `at` in an interleaved buffer.
 #[inline(always)]
 fn lanes(buf: &[f32], at: usize) -> &[f32] {
@@ -327,7 +314,7 @@ fn tap_rows3<const FLIPPED: bool, const B: usize, const V: usize>(
             let mut acc = [[0.0f32; LANES]; B];
             for ky in 0..3 {
                 let start = (base + r.rows[ky]) * LANES;
-                let v: [[f32; LANES]; V] = load_vectors(&padded[start..]);
+                let v: [[f32; LANES]; V] = load_n(&padded[start..]);
                 for kx in 0..3 {
                     let (wt, c) = (w[ky * 3 + kx], if FLIPPED { 2 - kx } else { kx });
                     for j in 0..B {
@@ -398,10 +385,10 @@ fn weight_rows3(r: Rows3, bases: &[usize], padded: &[f32], grid: &[f32], out: &m
         let blocks = row_dy.chunks_exact(BLOCK * LANES);
         let rest = blocks.remainder();
         for (dy, &base) in blocks.zip(row_bases.iter().step_by(BLOCK)) {
-            let dy: [[f32; LANES]; BLOCK] = load_vectors(dy);
+            let dy: [[f32; LANES]; BLOCK] = load_n(dy);
             for ky in 0..3 {
                 let start = (base + r.rows[ky]) * LANES;
-                let v: [[f32; LANES]; BLOCK + 2] = load_vectors(&padded[start..]);
+                let v: [[f32; LANES]; BLOCK + 2] = load_n(&padded[start..]);
                 for j in 0..BLOCK {
                     for kx in 0..3 {
                         for l in 0..LANES {

@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::lanes::{load, store};
+use crate::lanes::{load, store};
 use crate::transpose::LANES;
 use crate::wide::{Kernel, wide};
 

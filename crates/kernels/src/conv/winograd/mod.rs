@@ -19,7 +19,6 @@
 use std::cell::Cell;
 
 mod filter;
-mod lanes;
 mod tiles;
 mod weight_grad;
 

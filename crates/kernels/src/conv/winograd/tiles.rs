@@ -11,9 +11,9 @@
 //! The arithmetic is the scalar version's, operation for operation, so the values do not
 //! change; only the order in which tiles are visited does.
 
-use super::lanes::{add, load, store, sub};
 use super::{Plan, Strides};
 use crate::conv::input_quant::Packing;
+use crate::lanes::{add, load, store, sub};
 use crate::transpose::{LANES, deinterleave16, interleave16};
 use crate::wide::Kernel;
 

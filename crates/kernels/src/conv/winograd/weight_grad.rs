@@ -9,9 +9,9 @@
 
 use rayon::prelude::*;
 
-use super::lanes::{Lanes, add, load, store, sub};
 use super::tiles::{InputScratch, block_lanes};
 use super::{Plan, Strides};
+use crate::lanes::{Lanes, add, load, store, sub};
 use crate::transpose::LANES;
 use crate::wide::{Kernel, wide};
 
