@@ -41,6 +41,24 @@ impl<'a> MatRef<'a> {
         }
     }
 
+    /// Rows of the view.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Columns of the view.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Element `(r, c)`.
+    ///
+    /// # Panics
+    /// When `(r, c)` lies outside the slice.
+    pub(crate) fn at(&self, r: usize, c: usize) -> f32 {
+        self.data[r * self.rs + c * self.cs]
+    }
+
     fn last_index(&self) -> Option<usize> {
         if self.rows == 0 || self.cols == 0 {
             return None;

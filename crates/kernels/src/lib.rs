@@ -46,6 +46,7 @@ pub mod fake_quant;
 pub mod float;
 pub mod gemm;
 mod lanes;
+mod packed;
 mod storage;
 mod transpose;
 mod wide;

@@ -13,6 +13,7 @@ use super::geometry::ConvGeometry;
 use super::im2col::{col2im_add, im2col};
 use super::input_quant::Packing;
 use crate::gemm::{MatRef, matmul};
+use crate::packed::{PackedLhs, matmul_packed, padded_stride};
 
 /// Minimum GEMM width (output pixels × images) a chunk aims for.
 const TARGET_COLUMNS: usize = 256;
@@ -30,32 +31,32 @@ pub(crate) fn images_per_chunk(g: &ConvGeometry) -> usize {
     }
 }
 
-/// Fills `col` (`k_dim × n·p_out`) for the `n` images in `xs`, fake-quantized when `q` is given.
-fn unfold(g: &ConvGeometry, xs: &[f32], n: usize, col: &mut Vec<f32>, q: Option<&Packing>) {
+/// Fills `col` (`k_dim × n·p_out`, row stride `ld`) for the `n` images in `xs`, fake-quantized
+/// when `q` is given.
+fn unfold(g: &ConvGeometry, xs: &[f32], n: usize, col: &mut Vec<f32>, ld: usize, q: Option<&Packing>) {
     let (k, p, img) = (g.k_dim(), g.p_out(), g.c_in * g.p_in());
-    col.resize(k * n * p, 0.0);
+    col.resize(k * ld, 0.0);
     for b in 0..n {
-        im2col(g, &xs[b * img..(b + 1) * img], col, n * p, b * p, q);
+        im2col(g, &xs[b * img..(b + 1) * img], col, ld, b * p, q);
     }
 }
 
-/// Copies `n` images of `c × p` (NCHW) into one `c × n·p` matrix.
-fn gather(src: &[f32], n: usize, c: usize, p: usize, dst: &mut Vec<f32>) {
-    dst.resize(c * n * p, 0.0);
+/// Copies `n` images of `c × p` (NCHW) into one `c × n·p` matrix with row stride `ld`.
+fn gather(src: &[f32], n: usize, c: usize, p: usize, dst: &mut Vec<f32>, ld: usize) {
+    dst.resize(c * ld, 0.0);
     for b in 0..n {
         for ch in 0..c {
             let s = &src[(b * c + ch) * p..(b * c + ch + 1) * p];
-            dst[ch * n * p + b * p..ch * n * p + (b + 1) * p].copy_from_slice(s);
+            dst[ch * ld + b * p..ch * ld + (b + 1) * p].copy_from_slice(s);
         }
     }
 }
 
-/// The inverse of [`gather`].
-fn scatter(src: &[f32], n: usize, c: usize, p: usize, dst: &mut [f32]) {
+/// The inverse of [`gather`], from a matrix with row stride `ld`.
+fn scatter(src: &[f32], ld: usize, n: usize, c: usize, p: usize, dst: &mut [f32]) {
     for b in 0..n {
         for ch in 0..c {
-            dst[(b * c + ch) * p..(b * c + ch + 1) * p]
-                .copy_from_slice(&src[ch * n * p + b * p..ch * n * p + (b + 1) * p]);
+            dst[(b * c + ch) * p..(b * c + ch + 1) * p].copy_from_slice(&src[ch * ld + b * p..ch * ld + (b + 1) * p]);
         }
     }
 }
@@ -73,7 +74,8 @@ pub(crate) fn forward(
     let (k, p) = (g.k_dim(), g.p_out());
     let nb = images_per_chunk(g);
     let (img_in, img_out) = (g.c_in * g.p_in(), g.c_out * p);
-    let wm = MatRef::row_major(w, g.c_out, k);
+    // the weights packed once for every chunk
+    let wp = PackedLhs::new(MatRef::row_major(w, g.c_out, k));
     out.par_chunks_mut(nb * img_out)
         .zip(x.par_chunks(nb * img_in))
         .for_each_init(
@@ -81,16 +83,24 @@ pub(crate) fn forward(
             |(col, tmp), (o, xs)| {
                 let n = xs.len() / img_in;
                 if n == 1 && g.is_pointwise() && q.is_none() {
-                    matmul(o, p, wm, MatRef::row_major(xs, k, p), false);
+                    // the input is the operand as it lies: `gemm` packs it (`matmul_packed` would
+                    // read a 1 024-float row stride that crowds one L1 set, or pay for a copy)
+                    matmul(
+                        o,
+                        p,
+                        MatRef::row_major(w, g.c_out, k),
+                        MatRef::row_major(xs, k, p),
+                        false,
+                    );
                 } else {
-                    unfold(g, xs, n, col, q);
-                    let cm = MatRef::row_major(col, k, n * p);
+                    let ld = padded_stride(n * p);
+                    unfold(g, xs, n, col, ld, q);
                     if n == 1 {
-                        matmul(o, p, wm, cm, false);
+                        matmul_packed(o, p, &wp, col, ld, p, false);
                     } else {
                         tmp.resize(g.c_out * n * p, 0.0);
-                        matmul(tmp, n * p, wm, cm, false);
-                        scatter(tmp, n, g.c_out, p, o);
+                        matmul_packed(tmp, n * p, &wp, col, ld, n * p, false);
+                        scatter(tmp, n * p, n, g.c_out, p, o);
                     }
                 }
                 finish(epi, o, g.c_out, p);
@@ -103,39 +113,50 @@ pub(crate) fn grad_input(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]
     let (k, p) = (g.k_dim(), g.p_out());
     let nb = images_per_chunk(g);
     let (img_in, img_out) = (g.c_in * g.p_in(), g.c_out * p);
-    // `wᵀ` copied once per call: as a strided view the GEMM would repack it for every chunk
-    // wider than 128 columns (`gemm` packs a right-hand side without unit stride along `k`).
-    let mut w_t = vec![0.0f32; k * g.c_out];
-    transpose_into(w, g.c_out, k, &mut w_t);
-    let wt = MatRef::row_major(&w_t, k, g.c_out);
+    if nb == 1 && g.is_pointwise() {
+        return grad_input_pointwise(g, dy, w, dx);
+    }
+    // `wᵀ` packed once for every chunk
+    let wt = PackedLhs::new(MatRef::row_major(w, g.c_out, k).t());
     dx.par_chunks_mut(nb * img_in)
         .zip(dy.par_chunks(nb * img_out))
         .for_each_init(
             || (Vec::new(), Vec::new()),
             |(dcol, gm), (dxs, dys)| {
                 let n = dys.len() / img_out;
-                if n == 1 && g.is_pointwise() {
-                    matmul(dxs, p, wt, MatRef::row_major(dys, g.c_out, p), false);
-                    return;
-                }
-                let gmat = if n == 1 {
-                    MatRef::row_major(dys, g.c_out, p)
+                // `dy` read in place only where its row stride already spreads over the L1 sets
+                let ld = padded_stride(n * p);
+                let gmat: &[f32] = if n == 1 && ld == p {
+                    dys
                 } else {
-                    gather(dys, n, g.c_out, p, gm);
-                    MatRef::row_major(gm, g.c_out, n * p)
+                    gather(dys, n, g.c_out, p, gm, ld);
+                    gm
                 };
-                dcol.resize(k * n * p, 0.0);
-                matmul(dcol, n * p, wt, gmat, false);
+                dcol.resize(k * ld, 0.0);
+                matmul_packed(dcol, ld, &wt, gmat, ld, n * p, false);
                 if g.is_pointwise() {
-                    scatter(dcol, n, g.c_in, p, dxs);
+                    scatter(dcol, ld, n, g.c_in, p, dxs);
                 } else {
                     dxs.fill(0.0);
                     for b in 0..n {
-                        col2im_add(g, dcol, n * p, b * p, &mut dxs[b * img_in..(b + 1) * img_in]);
+                        col2im_add(g, dcol, ld, b * p, &mut dxs[b * img_in..(b + 1) * img_in]);
                     }
                 }
             },
         );
+}
+
+/// [`grad_input`] for pointwise layers with an image per chunk: `dx = wᵀ · dy` image by image,
+/// with `gemm` reading `dy` as it lies and `wᵀ` copied once per call (as a strided view `gemm`
+/// would repack it for every image).
+fn grad_input_pointwise(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+    let (k, p) = (g.k_dim(), g.p_out());
+    let mut w_t = vec![0.0f32; k * g.c_out];
+    transpose_into(w, g.c_out, k, &mut w_t);
+    let wt = MatRef::row_major(&w_t, k, g.c_out);
+    dx.par_chunks_mut(g.c_in * g.p_in())
+        .zip(dy.par_chunks(g.c_out * p))
+        .for_each(|(dxs, dys)| matmul(dxs, p, wt, MatRef::row_major(dys, g.c_out, p), false));
 }
 
 /// Whether the weight gradient is accumulated transposed (`dwᵀ = im2col(x) · dyᵀ`): measured
@@ -171,13 +192,13 @@ pub(crate) fn grad_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32
                 let gmat = if n == 1 {
                     MatRef::row_major(dc, g.c_out, p)
                 } else {
-                    gather(dc, n, g.c_out, p, &mut gm);
+                    gather(dc, n, g.c_out, p, &mut gm, n * p);
                     MatRef::row_major(&gm, g.c_out, n * p)
                 };
                 let cols = if n == 1 && g.is_pointwise() && q.is_none() {
                     MatRef::row_major(xc, k, p)
                 } else {
-                    unfold(g, xc, n, &mut col, q);
+                    unfold(g, xc, n, &mut col, n * p, q);
                     MatRef::row_major(&col, k, n * p)
                 };
                 if transposed {
