@@ -8,7 +8,7 @@ use std::cell::RefCell;
 
 use super::geometry::{ConvGeometry, div_rem_stride};
 use super::input_quant::{Packing, copy_packed};
-use crate::copy::{copy_short, merge_pairs, split_pairs};
+use crate::copy::{add_rows, copy_rows, merge_pairs, split_pairs};
 use crate::wide::{Kernel, prefetch_plane, wide};
 
 thread_local! {
@@ -118,29 +118,16 @@ pub(crate) fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, co
                     let dst = &mut col[row * ld + col0..row * ld + col0 + p];
                     dst[..oy_lo * wo].fill(0.0);
                     dst[oy_hi * wo..].fill(0.0);
-                    let Some(mut o) = lay.tap_row(g, oy_lo, ky, kx).filter(|_| oy_lo < oy_hi) else {
+                    let Some(o) = lay.tap_row(g, oy_lo, ky, kx).filter(|_| oy_lo < oy_hi) else {
                         continue;
                     };
-                    for d in dst[oy_lo * wo..oy_hi * wo].chunks_exact_mut(wo) {
-                        copy_row(d, &ph[o..o + wo]);
-                        o += g.stride * lay.width;
-                    }
+                    copy_rows(&mut dst[oy_lo * wo..oy_hi * wo], wo, ph, o, g.stride * lay.width);
                 }
             }
         }
         debug_assert!(lay.padded >= g.w);
     });
     QUANTIZED.set(quantized);
-}
-
-/// `dst = src` for one output row: short rows without a call to `memcpy`.
-#[inline(always)]
-fn copy_row(dst: &mut [f32], src: &[f32]) {
-    if dst.len() < 32 {
-        copy_short(dst, src);
-    } else {
-        dst.copy_from_slice(src);
-    }
 }
 
 /// Input row `iy` into its phase rows of `ph` (already fake-quantized, when the conv quantizes its
@@ -183,16 +170,14 @@ pub(crate) fn col2im_add(g: &ConvGeometry, col: &[f32], ld: usize, col0: usize, 
             prefetch_plane(dx, ci + 1, g.p_in());
             ph.fill(0.0);
             for ky in 0..g.kh {
+                let (oy_lo, oy_hi) = g.valid_outputs(ky, g.h, ho);
                 for kx in 0..g.kw {
                     let row = (ci * g.kh + ky) * g.kw + kx;
                     let src = &col[row * ld + col0..row * ld + col0 + p];
-                    for oy in 0..ho {
-                        if let Some(o) = lay.tap_row(g, oy, ky, kx) {
-                            for (a, v) in ph[o..o + wo].iter_mut().zip(&src[oy * wo..(oy + 1) * wo]) {
-                                *a += *v;
-                            }
-                        }
-                    }
+                    let Some(o) = lay.tap_row(g, oy_lo, ky, kx).filter(|_| oy_lo < oy_hi) else {
+                        continue;
+                    };
+                    add_rows(ph, o, g.stride * lay.width, &src[oy_lo * wo..oy_hi * wo], wo);
                 }
             }
             let plane = &mut dx[ci * g.p_in()..(ci + 1) * g.p_in()];
