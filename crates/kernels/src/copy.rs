@@ -76,6 +76,27 @@ pub(crate) fn add_rows(dst: &mut [f32], start: usize, step: usize, src: &[f32], 
     }
 }
 
+/// `dst[i] = src[2i]` (a stride-2 gather of a short row): two masked loads, one permute and
+/// one masked store on AVX-512 for 9 to 16 values, an element loop otherwise (measured masked:
+/// 16 values 1.05–1.07×, 8 values 0.98–0.99×, 4 values 0.87–0.90×).
+///
+/// # Panics
+/// When `src` holds fewer than `2 · dst.len() − 1` values.
+pub(crate) fn copy_evens(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len();
+    if n == 0 {
+        return;
+    }
+    assert!(src.len() > 2 * (n - 1), "copy_evens: source too short");
+    #[cfg(target_arch = "x86_64")]
+    if (9..=16).contains(&n) && crate::wide::isa() == crate::wide::Isa::Avx512 {
+        // SAFETY: AVX-512F checked; `2n − 1` source values and `n` destination values exist.
+        #[allow(unsafe_code)]
+        return unsafe { masked::copy_evens(dst, src) };
+    }
+    dst.iter_mut().zip(src.iter().step_by(2)).for_each(|(d, v)| *d = *v);
+}
+
 #[cfg(target_arch = "x86_64")]
 mod masked {
     use std::arch::x86_64::{
@@ -144,6 +165,24 @@ mod masked {
             let o = _mm512_permutex2var_ps(lo, _mm512_loadu_si512(ODDS.as_ptr().cast()), hi);
             _mm512_mask_storeu_ps(buf.as_mut_ptr().add(even), lanes(n.div_ceil(2)), e);
             _mm512_mask_storeu_ps(buf.as_mut_ptr().add(odd), lanes(n / 2), o);
+        }
+    }
+
+    /// [`super::copy_evens`] for at most 16 values.
+    ///
+    /// # Safety
+    /// AVX-512F; `1 ≤ dst.len() ≤ 16`; `src` holds `2 · dst.len() − 1` values.
+    #[target_feature(enable = "avx512f")]
+    #[allow(unsafe_code)]
+    pub(super) unsafe fn copy_evens(dst: &mut [f32], src: &[f32]) {
+        const EVENS: [i32; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
+        let (n, len) = (dst.len(), 2 * dst.len() - 1);
+        // SAFETY: masked lanes are neither read nor written; the rest is in bounds (caller).
+        unsafe {
+            let lo = _mm512_maskz_loadu_ps(lanes(len), src.as_ptr());
+            let hi = _mm512_maskz_loadu_ps(lanes(len.saturating_sub(16)), src.as_ptr().add(len.min(16)));
+            let e = _mm512_permutex2var_ps(lo, _mm512_loadu_si512(EVENS.as_ptr().cast()), hi);
+            _mm512_mask_storeu_ps(dst.as_mut_ptr(), lanes(n), e);
         }
     }
 
@@ -268,6 +307,20 @@ mod tests {
                 "n {n}"
             );
             assert!(buf[odd + n / 2..].iter().all(|v| v.is_nan()), "n {n}");
+        }
+    }
+
+    #[test]
+    fn copy_evens_takes_every_other_value() {
+        for n in 0usize..=20 {
+            let src: Vec<f32> = (0..2 * n + 1).map(|v| v as f32 + 0.5).collect();
+            let mut dst = vec![-1.0f32; n + 2];
+            // the shortest source allowed: 2n − 1 values
+            copy_evens(&mut dst[..n], &src[..(2 * n).saturating_sub(1)]);
+            for i in 0..n {
+                assert_eq!(dst[i], src[2 * i], "n {n} i {i}");
+            }
+            assert_eq!(dst[n..], [-1.0, -1.0], "n {n}: wrote past the row");
         }
     }
 

@@ -51,6 +51,11 @@ impl<'a> MatRef<'a> {
         self.cols
     }
 
+    /// Whether consecutive columns are adjacent (`cs == 1`).
+    pub(crate) fn has_unit_column_stride(&self) -> bool {
+        self.cs == 1
+    }
+
     /// Element `(r, c)`.
     ///
     /// # Panics

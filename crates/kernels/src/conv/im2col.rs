@@ -8,7 +8,7 @@ use std::cell::RefCell;
 
 use super::geometry::{ConvGeometry, div_rem_stride};
 use super::input_quant::{Packing, copy_packed};
-use crate::copy::{add_rows, copy_rows, merge_pairs, split_pairs};
+use crate::copy::{add_rows, copy_evens, copy_rows, merge_pairs, split_pairs};
 use crate::wide::{Kernel, prefetch_plane, wide};
 
 thread_local! {
@@ -236,7 +236,11 @@ fn im2col_direct(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, col0: 
                     d[ox_hi..].fill(0.0);
                     if ox_lo < ox_hi {
                         let ix0 = ox_lo * g.stride + kx * g.dilation - g.padding;
-                        copy_packed(q, &mut d[ox_lo..ox_hi], src[ix0..].iter().step_by(g.stride));
+                        if q.is_none() && g.stride == 2 {
+                            copy_evens(&mut d[ox_lo..ox_hi], &src[ix0..]);
+                        } else {
+                            copy_packed(q, &mut d[ox_lo..ox_hi], src[ix0..].iter().step_by(g.stride));
+                        }
                     }
                 }
             }

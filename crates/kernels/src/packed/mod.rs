@@ -85,9 +85,19 @@ fn pack(a: MatRef<'_>, mr: usize) -> Vec<f32> {
     let (m, k) = (a.rows(), a.cols());
     let mut out = vec![0.0f32; m.div_ceil(mr) * mr * k];
     for (p, panel) in out.chunks_exact_mut(mr * k).enumerate() {
-        for r in 0..mr.min(m - p * mr) {
+        let rows = mr.min(m - p * mr);
+        // read along the view's unit stride: rows of a row-major `A`, columns of a transposed one
+        if a.has_unit_column_stride() {
+            for r in 0..rows {
+                for kk in 0..k {
+                    panel[kk * mr + r] = a.at(p * mr + r, kk);
+                }
+            }
+        } else {
             for kk in 0..k {
-                panel[kk * mr + r] = a.at(p * mr + r, kk);
+                for r in 0..rows {
+                    panel[kk * mr + r] = a.at(p * mr + r, kk);
+                }
             }
         }
     }
