@@ -116,6 +116,10 @@ fn the_model_layers_agree_with_candle() {
         ..Default::default()
     };
     check(4, 1, 32, 28, 28, 3, dense(1, 1), 1);
+    // one input channel, 3×3: the register-blocked weight gradient, with 1 and 2 channels left
+    // over after its blocks of three, stride 2, and a pixel count that is not a multiple of 16
+    check(3, 1, 7, 9, 9, 3, dense(1, 1), 11);
+    check(2, 1, 5, 13, 11, 3, dense(0, 2), 12);
     check(4, 32, 64, 28, 28, 3, dense(1, 2), 2);
     check(3, 64, 64, 8, 8, 3, dense(1, 1), 3);
     check(3, 64, 128, 8, 8, 1, dense(0, 2), 4);

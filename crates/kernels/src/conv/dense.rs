@@ -12,6 +12,7 @@ use super::epilogue::{Epilogue, finish};
 use super::geometry::ConvGeometry;
 use super::im2col::{col2im_add, im2col};
 use super::input_quant::Packing;
+use super::small_k;
 use crate::gemm::{MatRef, matmul};
 use crate::packed::{PackedLhs, matmul_packed, padded_stride};
 
@@ -33,7 +34,7 @@ pub(crate) fn images_per_chunk(g: &ConvGeometry) -> usize {
 
 /// Fills `col` (`k_dim × n·p_out`, row stride `ld`) for the `n` images in `xs`, fake-quantized
 /// when `q` is given.
-fn unfold(g: &ConvGeometry, xs: &[f32], n: usize, col: &mut Vec<f32>, ld: usize, q: Option<&Packing>) {
+pub(super) fn unfold(g: &ConvGeometry, xs: &[f32], n: usize, col: &mut Vec<f32>, ld: usize, q: Option<&Packing>) {
     let (k, p, img) = (g.k_dim(), g.p_out(), g.c_in * g.p_in());
     col.resize(k * ld, 0.0);
     for b in 0..n {
@@ -159,6 +160,13 @@ fn grad_input_pointwise(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32])
         .for_each(|(dxs, dys)| matmul(dxs, p, wt, MatRef::row_major(dys, g.c_out, p), false));
 }
 
+/// Images per slice of the weight gradient: whole chunks, at most [`WEIGHT_GRAD_SLICES`] slices.
+pub(super) fn weight_grad_slice_images(g: &ConvGeometry) -> usize {
+    let nb = images_per_chunk(g);
+    let chunks = g.batch.div_ceil(nb);
+    chunks.div_ceil(WEIGHT_GRAD_SLICES.min(chunks).max(1)) * nb
+}
+
 /// Whether the weight gradient is accumulated transposed (`dwᵀ = im2col(x) · dyᵀ`): measured
 /// faster when the unfolded operand has at least as many rows as there are output channels and
 /// there are at most 256 of those (ResNet-18 64–256-channel 3×3 layers: 1.05–1.6×; the 512-channel
@@ -172,12 +180,13 @@ fn weight_grad_transposed(g: &ConvGeometry) -> bool {
 /// [`weight_grad_transposed`] says so, each slice accumulates `dwᵀ = im2col(x) · dyᵀ` instead
 /// (the large unfolded operand as the GEMM's row-major left side) and the sum is transposed once.
 pub(crate) fn grad_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32], q: Option<&Packing>) {
+    if small_k::applies(g) {
+        return small_k::grad_weight(g, x, dy, dw, q);
+    }
     let (k, p) = (g.k_dim(), g.p_out());
     let nb = images_per_chunk(g);
     let (img_in, img_out) = (g.c_in * g.p_in(), g.c_out * p);
-    let chunks = g.batch.div_ceil(nb);
-    let per_slice = chunks.div_ceil(WEIGHT_GRAD_SLICES.min(chunks).max(1));
-    let slice_images = per_slice * nb;
+    let slice_images = weight_grad_slice_images(g);
     let transposed = weight_grad_transposed(g);
     let partials: Vec<Vec<f32>> = x
         .par_chunks(slice_images * img_in)

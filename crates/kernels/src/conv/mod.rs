@@ -23,6 +23,7 @@ mod geometry;
 mod im2col;
 mod input_quant;
 mod op;
+mod small_k;
 mod winograd;
 
 pub use geometry::{ConvGeometry, ConvKind};
