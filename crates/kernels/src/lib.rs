@@ -4,11 +4,12 @@
 //! ops as the reference (and the path CUDA and Metal run).
 //!
 //! - [`conv2d`]: a training convolution — forward, input gradient and weight gradient — by
-//!   im2col + the `gemm` crate's AVX-512 or AVX2 kernels (feature `x86-v4`, picked at run
-//!   time), Winograd F(2×2, 3×3) for stride-1 3×3 layers (all three passes), pointwise convs
-//!   as a plain GEMM and depthwise convs as a direct loop over stride-phase-split planes (16
-//!   channels per vector for planes of ≤ 100 values on AVX-512F or AVX2). Deterministic for
-//!   any thread count.
+//!   im2col + GEMM (the forward and input gradient on quarc's own AVX-512 or AVX2 + FMA kernel
+//!   with the weights packed once per call, the weight gradient and other CPUs on the `gemm`
+//!   crate's kernels, feature `x86-v4`, picked at run time), Winograd F(2×2, 3×3) for stride-1
+//!   3×3 layers (all three passes), pointwise convs as a plain GEMM and depthwise convs as a
+//!   direct loop over stride-phase-split planes (16 channels per vector for planes of ≤ 100
+//!   values on AVX-512F or AVX2). Deterministic for any thread count.
 //! - [`batch_norm`]: training-mode BatchNorm with a fused ReLU/ReLU6, closed-form backward.
 //! - [`add_relu()`]: the end of a residual block, `relu(a + b)`, as one pass each way.
 //! - [`fake_quant`]: the fused fake-quant forward and closed-form backward (LSQ, LSQ+, PACT,

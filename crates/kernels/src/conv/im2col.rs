@@ -8,7 +8,7 @@ use std::cell::RefCell;
 
 use super::geometry::{ConvGeometry, div_rem_stride};
 use super::input_quant::{Packing, copy_packed};
-use crate::copy::{add_rows, copy_evens, copy_rows, merge_pairs, split_pairs};
+use crate::copy::{add_rows, copy_evens, copy_rows, merge_pairs_masked, split_pairs_masked};
 use crate::wide::{Kernel, prefetch_plane, wide};
 
 thread_local! {
@@ -141,7 +141,7 @@ fn split_row(g: &ConvGeometry, lay: &PhaseLayout, iy: usize, src: &[f32], ph: &m
         }
         2 => {
             let (even, odd) = (lay.at(g, iy, g.padding), lay.at(g, iy, g.padding + 1));
-            split_pairs(src, ph, even, odd);
+            split_pairs_masked(src, ph, even, odd);
         }
         _ => {
             for phase in 0..g.stride {
@@ -198,7 +198,7 @@ fn merge_row_add(g: &ConvGeometry, lay: &PhaseLayout, iy: usize, ph: &[f32], d: 
         }
         2 => {
             row.resize(g.w, 0.0);
-            merge_pairs(ph, lay.at(g, iy, g.padding), lay.at(g, iy, g.padding + 1), row);
+            merge_pairs_masked(ph, lay.at(g, iy, g.padding), lay.at(g, iy, g.padding + 1), row);
             d.iter_mut().zip(row.iter()).for_each(|(a, v)| *a += *v);
         }
         _ => {

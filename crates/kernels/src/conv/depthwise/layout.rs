@@ -2,7 +2,9 @@
 //! phases, the output grid, and the copies between them and the NCHW planes.
 
 use super::super::geometry::{ConvGeometry, div_rem_stride};
-use crate::copy::{copy_short, merge_pairs, split_pairs};
+use crate::copy::{
+    copy_short, masked_merge, masked_split, merge_pairs, merge_pairs_masked, split_pairs, split_pairs_masked,
+};
 
 /// How a plane's padded, phase-split copy and its output grid are laid out.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -67,6 +69,13 @@ fn for_each_column_phase(g: &ConvGeometry, ph: &Phases, row: usize, mut f: impl 
 /// are left as they are (zero: see [`Zeroed`]).
 #[inline(always)]
 pub(super) fn fill(g: &ConvGeometry, ph: &Phases, plane: &[f32], buf: &mut [f32]) {
+    if ph.stride == 2 && masked_split(g.w) {
+        for (iy, row) in plane.chunks_exact(g.w).enumerate() {
+            let r = iy + g.padding;
+            split_pairs_masked(row, buf, ph.at(r, g.padding), ph.at(r, g.padding + 1));
+        }
+        return;
+    }
     for (iy, row) in plane.chunks_exact(g.w).enumerate() {
         let r = iy + g.padding;
         match ph.stride {
@@ -90,6 +99,13 @@ pub(super) fn fill(g: &ConvGeometry, ph: &Phases, plane: &[f32], buf: &mut [f32]
 /// Copies the interior of a padded phase buffer back into an `h × w` plane.
 #[inline(always)]
 pub(super) fn crop(g: &ConvGeometry, ph: &Phases, buf: &[f32], plane: &mut [f32]) {
+    if ph.stride == 2 && masked_merge(g.w) {
+        for (iy, row) in plane.chunks_exact_mut(g.w).enumerate() {
+            let r = iy + g.padding;
+            merge_pairs_masked(buf, ph.at(r, g.padding), ph.at(r, g.padding + 1), row);
+        }
+        return;
+    }
     for (iy, row) in plane.chunks_exact_mut(g.w).enumerate() {
         let r = iy + g.padding;
         match ph.stride {
