@@ -71,10 +71,11 @@ impl<'a> PackedLhs<'a> {
     pub(crate) fn new(a: MatRef<'a>) -> Self {
         let path = Path::detect();
         let (mr, _) = path.tile();
-        let panels = if path == Path::Fallback {
-            Vec::new()
-        } else {
-            pack(a, mr)
+        // the fallback reads `a` as it is, or a row-major copy of a transposed view (as a strided
+        // view `gemm` would repack it for every chunk of images); panels of one row are that copy
+        let panels = match path {
+            Path::Fallback if a.has_unit_column_stride() => Vec::new(),
+            _ => pack(a, mr),
         };
         Self { src: a, path, panels }
     }
@@ -125,7 +126,12 @@ pub(crate) fn matmul_packed(
     }
     let b_view = MatRef::strided(b, k, n, ldb, 1);
     if a.path == Path::Fallback || k == 0 {
-        return matmul(c, ldc, a.src, b_view, accumulate);
+        let lhs = if a.panels.is_empty() {
+            a.src
+        } else {
+            MatRef::row_major(&a.panels, m, k)
+        };
+        return matmul(c, ldc, lhs, b_view, accumulate);
     }
     assert!(ldb >= n && (k - 1) * ldb + n <= b.len(), "packed gemm: B too short");
     assert!(ldc >= n && (m - 1) * ldc + n <= c.len(), "packed gemm: C too short");
