@@ -120,6 +120,8 @@ fn the_model_layers_agree_with_candle() {
     // over after its blocks of three, stride 2, and a pixel count that is not a multiple of 16
     check(3, 1, 7, 9, 9, 3, dense(1, 1), 11);
     check(2, 1, 5, 13, 11, 3, dense(0, 2), 12);
+    // nine channels 1×1: nine unfolded rows too
+    check(2, 9, 4, 6, 5, 1, dense(0, 1), 13);
     check(4, 32, 64, 28, 28, 3, dense(1, 2), 2);
     check(3, 64, 64, 8, 8, 3, dense(1, 1), 3);
     check(3, 64, 128, 8, 8, 1, dense(0, 2), 4);

@@ -1,5 +1,6 @@
-//! The weight gradient of dense layers whose unfolded dimension is 9 (one input channel, 3×3:
-//! the first layer of a network on grey images), as 9 · `c_out` long dot products in registers.
+//! The weight gradient of dense layers whose unfolded dimension is 9 (one input channel and a 3×3
+//! kernel: the first layer of a network on grey images; also nine channels 1×1), as 9 · `c_out`
+//! long dot products in registers.
 //!
 //! As a GEMM it is `dw (c_out × 9) = dy · im2col(x)ᵀ` per image: a product 9 columns wide and
 //! 784 deep (28² outputs), which the GEMM's blocking does not suit (SmallCnn's 1→32 layer: 80
