@@ -4,11 +4,10 @@
 //! The `gemm` crate packs both operands on every call. In a convolution `A` is the weight (or
 //! its transpose), the same for every chunk of images, and `B` the freshly unfolded (im2col)
 //! matrix or the output gradient: packing `A` once per call and reading `B` in place removes two
-//! copies per chunk, which on the small-output layers (SmallCnn 64→128 @ 14² s2: 128 × 576 weights
-//! against 294 columns per chunk) cost about as much as the product itself.
+//! copies per chunk (ResNet-18's 64 @ 32² layers: forward 1.10×, input gradient 1.06×).
 //!
 //! The micro-kernel holds an `MR × NR` tile of `C` in registers (AVX-512: 8 × 32, AVX2 + FMA:
-//! 4 × 24) and walks `k` in blocks of [`KC`] rows: one `KC × NR` strip of `B` stays in L1 while
+//! 6 × 16) and walks `k` in blocks of [`KC`] rows: one `KC × NR` strip of `B` stays in L1 while
 //! every row panel of `A` passes over it. Each `C` value is a sum of fused multiply-adds in
 //! increasing `k`, so both vector paths give the same bits. Without AVX2 + FMA (and on other
 //! architectures) the product falls back to the `gemm` crate.
