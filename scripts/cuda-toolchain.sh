@@ -55,7 +55,8 @@ for lib in "$CU"/lib/lib*.so.* "$DIR"/py/nvidia/cudnn/lib/lib*.so.*; do
 done
 
 echo "== building the driver stub (link-time libcuda.so)"
-cudarc_sys() { ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.*/src/driver/sys/mod.rs 2>/dev/null | tail -1; }
+# (`|| true`: with no match `ls` fails, and under `set -e -o pipefail` that failure ended the script silently)
+cudarc_sys() { ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.*/src/driver/sys/mod.rs 2>/dev/null | tail -1 || true; }
 SYS="$(cudarc_sys)"
 if [ -z "$SYS" ]; then
   # A machine that built only the CPU feature has never unpacked cudarc (an optional dependency): fetch every
