@@ -109,7 +109,7 @@ mod masked {
     #[target_feature(enable = "avx512f")]
     #[allow(unsafe_code)]
     pub(super) unsafe fn copy_rows(dst: *mut f32, rows: usize, width: usize, src: *const f32, step: usize) {
-        let mask = ((1u32 << width) - 1) as u16;
+        let mask = lanes(width);
         for r in 0..rows {
             // SAFETY: forwarded from the caller; masked lanes are neither read nor written.
             unsafe {
@@ -125,7 +125,7 @@ mod masked {
     #[target_feature(enable = "avx512f")]
     #[allow(unsafe_code)]
     pub(super) unsafe fn add_rows(dst: *mut f32, step: usize, src: *const f32, rows: usize, width: usize) {
-        let mask = ((1u32 << width) - 1) as u16;
+        let mask = lanes(width);
         for r in 0..rows {
             // SAFETY: forwarded from the caller; masked lanes are neither read nor written.
             unsafe {
