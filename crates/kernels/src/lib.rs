@@ -45,6 +45,7 @@ pub mod conv;
 mod copy;
 pub mod fake_quant;
 pub mod float;
+mod gather;
 pub mod gemm;
 mod lanes;
 mod packed;

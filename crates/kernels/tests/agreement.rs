@@ -125,6 +125,9 @@ fn the_model_layers_agree_with_candle() {
     check(4, 32, 64, 28, 28, 3, dense(1, 2), 2);
     check(3, 64, 64, 8, 8, 3, dense(1, 1), 3);
     check(3, 64, 128, 8, 8, 1, dense(0, 2), 4);
+    // a strided 1×1 with short output rows: the unfold gathers by an offset table; stride 3 and a
+    // non-square plane (3 × 4 outputs, not a whole vector)
+    check(2, 5, 6, 9, 10, 1, dense(0, 3), 14);
     check(3, 24, 96, 8, 8, 1, dense(0, 1), 5);
     check(
         3,

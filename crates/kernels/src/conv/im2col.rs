@@ -9,6 +9,7 @@ use std::cell::RefCell;
 use super::geometry::{ConvGeometry, div_rem_stride};
 use super::input_quant::{Packing, copy_packed};
 use crate::copy::{add_rows, copy_evens, copy_rows, merge_pairs_masked, split_pairs_masked};
+use crate::gather::OffsetTable;
 use crate::wide::{Kernel, prefetch_plane, wide};
 
 thread_local! {
@@ -217,6 +218,17 @@ fn merge_row_add(g: &ConvGeometry, lay: &PhaseLayout, iy: usize, ph: &[f32], d: 
 /// split of the whole plane costs more than it saves when the stride skips most of the input).
 fn im2col_direct(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, col0: usize, q: Option<&Packing>) {
     let (ho, wo, p) = (g.h_out(), g.w_out(), g.p_out());
+    if let Some(table) = gather_table(g) {
+        for ci in 0..g.c_in {
+            prefetch_plane(x, ci + 1, g.p_in());
+            let dst = &mut col[ci * ld + col0..ci * ld + col0 + p];
+            table.gather(dst, &x[ci * g.p_in()..(ci + 1) * g.p_in()]);
+            if let Some(q) = q {
+                q.quantize_in_place(dst);
+            }
+        }
+        return;
+    }
     for ci in 0..g.c_in {
         prefetch_plane(x, ci + 1, g.p_in());
         let plane = &x[ci * g.p_in()..(ci + 1) * g.p_in()];
@@ -246,6 +258,20 @@ fn im2col_direct(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, col0: 
             }
         }
     }
+}
+
+/// Output rows up to this many values are gathered by [`OffsetTable`] (a vector gather per 16
+/// values) instead of row by row.
+const GATHER_MAX_ROW: usize = 8;
+
+/// The input offset of every output pixel of an unpadded strided 1×1 conv with short output rows,
+/// or `None` where [`im2col_direct`] copies row by row.
+fn gather_table(g: &ConvGeometry) -> Option<OffsetTable> {
+    if g.padding > 0 || g.kh * g.kw != 1 || g.w_out() > GATHER_MAX_ROW {
+        return None;
+    }
+    let (wo, s) = (g.w_out(), g.stride);
+    OffsetTable::new((0..g.p_out()).map(|j| (j / wo) * s * g.w + (j % wo) * s))
 }
 
 /// [`col2im_add`] for strided 1×1 convs.
