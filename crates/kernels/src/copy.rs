@@ -22,8 +22,9 @@ pub(crate) fn copy_short(dst: &mut [f32], src: &[f32]) {
 }
 
 /// `dst`'s rows of `width` values from `src[start + r · step..][..width]`: the taps of one
-/// kernel position in im2col. Rows narrower than 16 values take one masked AVX-512 load and
-/// store each (a 7-wide row was three moves and the branches between them).
+/// kernel position in im2col. On AVX-512 rows up to 64 values are whole vectors and one masked
+/// load and store (a 7-wide row was three moves and the branches between them; a 32-wide row a
+/// call to `memcpy`).
 ///
 /// # Panics
 /// When `width` is zero or the last source row reaches past `src`.
@@ -35,7 +36,7 @@ pub(crate) fn copy_rows(dst: &mut [f32], width: usize, src: &[f32], start: usize
     let end = start + (rows - 1) * step + width;
     assert!(end <= src.len(), "copy_rows: source too short");
     #[cfg(target_arch = "x86_64")]
-    if width < 16 && crate::wide::isa() == crate::wide::Isa::Avx512 {
+    if width <= 64 && crate::wide::isa() == crate::wide::Isa::Avx512 {
         // SAFETY: AVX-512F checked; every row read lies inside `src` (asserted above), every row
         // written inside `dst` (`rows · width ≤ dst.len()`).
         #[allow(unsafe_code)]
@@ -100,21 +101,30 @@ pub(crate) fn copy_evens(dst: &mut [f32], src: &[f32]) {
 #[cfg(target_arch = "x86_64")]
 mod masked {
     use std::arch::x86_64::{
-        _mm512_add_ps, _mm512_loadu_si512, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_permutex2var_ps,
+        _mm512_add_ps, _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps,
+        _mm512_permutex2var_ps, _mm512_storeu_ps,
     };
 
+    /// Whole vectors of 16, then the last `width % 16` values masked.
+    ///
     /// # Safety
-    /// AVX-512F; `width < 16`; `src + r · step` holds `width` values and `dst + r · width` room
-    /// for them, for every `r < rows`.
+    /// AVX-512F; `src + r · step` holds `width` values and `dst + r · width` room for them, for
+    /// every `r < rows`.
     #[target_feature(enable = "avx512f")]
     #[allow(unsafe_code)]
     pub(super) unsafe fn copy_rows(dst: *mut f32, rows: usize, width: usize, src: *const f32, step: usize) {
-        let mask = lanes(width);
+        let (whole, mask) = (width / 16 * 16, lanes(width % 16));
         for r in 0..rows {
-            // SAFETY: forwarded from the caller; masked lanes are neither read nor written.
+            // SAFETY: forwarded from the caller; `j + 16 ≤ whole ≤ width` for the whole vectors,
+            // masked lanes are neither read nor written.
             unsafe {
-                let v = _mm512_maskz_loadu_ps(mask, src.add(r * step));
-                _mm512_mask_storeu_ps(dst.add(r * width), mask, v);
+                let (s, d) = (src.add(r * step), dst.add(r * width));
+                for j in (0..whole).step_by(16) {
+                    _mm512_storeu_ps(d.add(j), _mm512_loadu_ps(s.add(j)));
+                }
+                if mask != 0 {
+                    _mm512_mask_storeu_ps(d.add(whole), mask, _mm512_maskz_loadu_ps(mask, s.add(whole)));
+                }
             }
         }
     }
@@ -356,7 +366,7 @@ mod tests {
 
     #[test]
     fn copy_rows_and_add_rows_move_exactly_their_rows() {
-        for width in [1usize, 5, 7, 14, 15, 16, 17, 33] {
+        for width in [1usize, 5, 7, 14, 15, 16, 17, 32, 33, 48, 64, 65, 80] {
             let (rows, step, start) = (4, width + 3, 2);
             let src: Vec<f32> = (0..start + rows * step).map(|v| v as f32 * 0.5).collect();
             let mut dst = vec![-1.0f32; rows * width + 2];

@@ -92,43 +92,70 @@ pub(crate) fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, co
     if g.stride > 1 && g.kh * g.kw == 1 {
         return im2col_direct(g, x, col, ld, col0, q);
     }
-    let (ho, wo, p) = (g.h_out(), g.w_out(), g.p_out());
     let lay = PhaseLayout::new(g);
+    let len = lay.len(g);
     let mut quantized = QUANTIZED.take();
     PHASES.with_borrow_mut(|ph| {
+        // Two phase planes: channel `ci + 1` is split into one while the taps of channel `ci` are
+        // copied from the other, so no tap reads a value stored moments before (a load that
+        // spans several pending stores waits for them to retire).
         ph.clear();
-        ph.resize(lay.len(g), 0.0);
+        ph.resize(2 * len, 0.0);
+        let (mut cur, mut next) = ph.split_at_mut(len);
+        fill_phases(g, &lay, x, 0, q, &mut quantized, cur);
         for ci in 0..g.c_in {
-            prefetch_plane(x, ci + 1, g.p_in());
-            let mut plane = &x[ci * g.p_in()..(ci + 1) * g.p_in()];
-            if let Some(q) = q {
-                quantized.clear();
-                quantized.extend_from_slice(plane);
-                wide(QuantizePlane { q, v: &mut quantized });
-                plane = &quantized;
+            if ci + 1 < g.c_in {
+                fill_phases(g, &lay, x, ci + 1, q, &mut quantized, next);
             }
-            for iy in 0..g.h {
-                split_row(g, &lay, iy, &plane[iy * g.w..(iy + 1) * g.w], ph);
-            }
-            for ky in 0..g.kh {
-                // Output rows whose tap row is inside the image; their sources lie `stride` phase
-                // rows apart, so the offset steps instead of being recomputed per row.
-                let (oy_lo, oy_hi) = g.valid_outputs(ky, g.h, ho);
-                for kx in 0..g.kw {
-                    let row = (ci * g.kh + ky) * g.kw + kx;
-                    let dst = &mut col[row * ld + col0..row * ld + col0 + p];
-                    dst[..oy_lo * wo].fill(0.0);
-                    dst[oy_hi * wo..].fill(0.0);
-                    let Some(o) = lay.tap_row(g, oy_lo, ky, kx).filter(|_| oy_lo < oy_hi) else {
-                        continue;
-                    };
-                    copy_rows(&mut dst[oy_lo * wo..oy_hi * wo], wo, ph, o, g.stride * lay.width);
-                }
-            }
+            copy_taps(g, &lay, ci, cur, col, ld, col0);
+            std::mem::swap(&mut cur, &mut next);
         }
         debug_assert!(lay.padded >= g.w);
     });
     QUANTIZED.set(quantized);
+}
+
+/// Channel `ci` of image `x` into its phase plane `ph` (fake-quantized first when `q` is given).
+fn fill_phases(
+    g: &ConvGeometry,
+    lay: &PhaseLayout,
+    x: &[f32],
+    ci: usize,
+    q: Option<&Packing>,
+    quantized: &mut Vec<f32>,
+    ph: &mut [f32],
+) {
+    prefetch_plane(x, ci + 1, g.p_in());
+    let mut plane = &x[ci * g.p_in()..(ci + 1) * g.p_in()];
+    if let Some(q) = q {
+        quantized.clear();
+        quantized.extend_from_slice(plane);
+        wide(QuantizePlane { q, v: quantized });
+        plane = quantized;
+    }
+    for iy in 0..g.h {
+        split_row(g, lay, iy, &plane[iy * g.w..(iy + 1) * g.w], ph);
+    }
+}
+
+/// The `kh · kw` rows of channel `ci` in `col` from its phase plane `ph`.
+fn copy_taps(g: &ConvGeometry, lay: &PhaseLayout, ci: usize, ph: &[f32], col: &mut [f32], ld: usize, col0: usize) {
+    let (ho, wo, p) = (g.h_out(), g.w_out(), g.p_out());
+    for ky in 0..g.kh {
+        // Output rows whose tap row is inside the image; their sources lie `stride` phase rows
+        // apart, so the offset steps instead of being recomputed per row.
+        let (oy_lo, oy_hi) = g.valid_outputs(ky, g.h, ho);
+        for kx in 0..g.kw {
+            let row = (ci * g.kh + ky) * g.kw + kx;
+            let dst = &mut col[row * ld + col0..row * ld + col0 + p];
+            dst[..oy_lo * wo].fill(0.0);
+            dst[oy_hi * wo..].fill(0.0);
+            let Some(o) = lay.tap_row(g, oy_lo, ky, kx).filter(|_| oy_lo < oy_hi) else {
+                continue;
+            };
+            copy_rows(&mut dst[oy_lo * wo..oy_hi * wo], wo, ph, o, g.stride * lay.width);
+        }
+    }
 }
 
 /// Input row `iy` into its phase rows of `ph` (already fake-quantized, when the conv quantizes its
