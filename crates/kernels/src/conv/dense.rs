@@ -18,18 +18,34 @@ use crate::packed::{PackedLhs, matmul_packed, padded_stride};
 
 /// Minimum GEMM width (output pixels × images) a chunk aims for.
 const TARGET_COLUMNS: usize = 256;
+/// Columns the packed GEMM computes at once on the widest path (its `NR`; a multiple of every
+/// path's, and the same on all of them so that the chunking, and with it the order of the
+/// weight-gradient sums, does not depend on the CPU).
+const COLUMN_BLOCK: usize = 32;
 /// Weight-gradient partial sums (reduced in order); bounds the extra memory to this many
 /// weight-sized buffers.
 const WEIGHT_GRAD_SLICES: usize = 8;
 
 /// Images per GEMM: 1 for large outputs, more for small ones, keeping ≥ 4 chunks per batch.
+/// Between the fewest that reach [`TARGET_COLUMNS`] and twice as many, the count whose columns
+/// leave the least of the last [`COLUMN_BLOCK`] unused (SmallCnn's 7² outputs: 11 images, 539
+/// columns, instead of 6 and 294, a last block 6 columns wide).
 pub(crate) fn images_per_chunk(g: &ConvGeometry) -> usize {
     let p = g.p_out().max(1);
     if p >= TARGET_COLUMNS {
-        1
-    } else {
-        TARGET_COLUMNS.div_ceil(p).min(g.batch.div_ceil(4)).max(1)
+        return 1;
     }
+    let cap = g.batch.div_ceil(4).max(1);
+    let fewest = TARGET_COLUMNS.div_ceil(p).min(cap);
+    let unused = |n: usize| (n * p).next_multiple_of(COLUMN_BLOCK) - n * p;
+    // the smallest count with the smallest unused fraction (compared as cross products)
+    (fewest..=(2 * fewest).min(cap)).fold(fewest, |best, n| {
+        if unused(n) * best * p < unused(best) * n * p {
+            n
+        } else {
+            best
+        }
+    })
 }
 
 /// Fills `col` (`k_dim × n·p_out`, row stride `ld`) for the `n` images in `xs`, fake-quantized

@@ -8,7 +8,10 @@ use std::cell::RefCell;
 
 use super::geometry::{ConvGeometry, div_rem_stride};
 use super::input_quant::{Packing, copy_packed};
-use crate::copy::{add_rows, copy_evens, copy_rows, merge_pairs_masked, split_pairs_masked};
+use crate::copy::{
+    PHASE_SLACK, PhaseSpan, add_rows, copy_evens, copy_rows, merge_pairs_masked, split_pairs_masked, split_phase_rows,
+    whole_phase_rows,
+};
 use crate::gather::OffsetTable;
 use crate::wide::{Kernel, prefetch_plane, wide};
 
@@ -100,8 +103,8 @@ pub(crate) fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, co
         // copied from the other, so no tap reads a value stored moments before (a load that
         // spans several pending stores waits for them to retire).
         ph.clear();
-        ph.resize(2 * len, 0.0);
-        let (mut cur, mut next) = ph.split_at_mut(len);
+        ph.resize(2 * (len + PHASE_SLACK), 0.0);
+        let (mut cur, mut next) = ph.split_at_mut(len + PHASE_SLACK);
         fill_phases(g, &lay, x, 0, q, &mut quantized, cur);
         for ci in 0..g.c_in {
             if ci + 1 < g.c_in {
@@ -132,6 +135,15 @@ fn fill_phases(
         quantized.extend_from_slice(plane);
         wide(QuantizePlane { q, v: quantized });
         plane = quantized;
+    }
+    if g.stride == 2 && whole_phase_rows(g.w, lay.width) {
+        // phase 0 first: its last row's store reaches into phase 1's first row
+        for phase in 0..2 {
+            let (j0, ix0, n) = lay.phase_span(g, phase);
+            let start = phase * g.h * lay.width;
+            split_phase_rows(plane, g.w, g.h, ph, lay.width, PhaseSpan { start, j0, ix0, n });
+        }
+        return;
     }
     for iy in 0..g.h {
         split_row(g, lay, iy, &plane[iy * g.w..(iy + 1) * g.w], ph);
