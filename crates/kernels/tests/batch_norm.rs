@@ -99,6 +99,13 @@ fn check(n: usize, c: usize, h: usize, w: usize, act: Activation, seed: u64) {
     assert!(max_rel(&a.4, &b.4) < 1e-4, "dβ {ctx}: {}", max_rel(&a.4, &b.4));
 }
 
+#[test]
+fn planes_of_256_values_and_more_agree_too() {
+    // the input gradient runs plane by plane from 256 values (image by image below)
+    check(2, 3, 16, 16, Activation::Relu, 31);
+    check(3, 2, 17, 19, Activation::Relu6, 32);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
     #[test]
