@@ -6,6 +6,8 @@
 //! sums its per-slice partials in a fixed order, so results are identical for any number of
 //! threads.
 
+use std::cell::Cell;
+
 use rayon::prelude::*;
 
 use super::epilogue::{Epilogue, finish};
@@ -58,6 +60,22 @@ pub(super) fn unfold(g: &ConvGeometry, xs: &[f32], n: usize, col: &mut Vec<f32>,
     }
 }
 
+thread_local! {
+    /// Per-thread operands of the forward and input-gradient GEMMs (the unfolded matrix and a
+    /// staging matrix), kept between chunks and calls: a fresh pair per rayon split cost a zero
+    /// fill and page faults each time.
+    static SCRATCH: Cell<(Vec<f32>, Vec<f32>)> = const { Cell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` with this thread's two scratch vectors (taken out for the call: a nested call finds
+/// empty ones and allocates its own). Their contents are stale: `f` writes what it reads.
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>) -> R) -> R {
+    let (mut a, mut b) = SCRATCH.take();
+    let r = f(&mut a, &mut b);
+    SCRATCH.set((a, b));
+    r
+}
+
 /// Copies `n` images of `c × p` (NCHW) into one `c × n·p` matrix with row stride `ld`.
 fn gather(src: &[f32], n: usize, c: usize, p: usize, dst: &mut Vec<f32>, ld: usize) {
     dst.resize(c * ld, 0.0);
@@ -95,9 +113,8 @@ pub(crate) fn forward(
     let wp = PackedLhs::new(MatRef::row_major(w, g.c_out, k));
     out.par_chunks_mut(nb * img_out)
         .zip(x.par_chunks(nb * img_in))
-        .for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(col, tmp), (o, xs)| {
+        .for_each(|(o, xs)| {
+            with_scratch(|col, tmp| {
                 let n = xs.len() / img_in;
                 if n == 1 && g.is_pointwise() && q.is_none() {
                     // the input is the operand as it lies: `gemm` packs it (`matmul_packed` would
@@ -121,8 +138,8 @@ pub(crate) fn forward(
                     }
                 }
                 finish(epi, o, g.c_out, p);
-            },
-        );
+            })
+        });
 }
 
 /// `dx = convᵀ(dy, w)`: the gradient with respect to the input.
@@ -137,9 +154,8 @@ pub(crate) fn grad_input(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]
     let wt = PackedLhs::new(MatRef::row_major(w, g.c_out, k).t());
     dx.par_chunks_mut(nb * img_in)
         .zip(dy.par_chunks(nb * img_out))
-        .for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(dcol, gm), (dxs, dys)| {
+        .for_each(|(dxs, dys)| {
+            with_scratch(|dcol, gm| {
                 let n = dys.len() / img_out;
                 // `dy` read in place only where its row stride already spreads over the L1 sets
                 let ld = padded_stride(n * p);
@@ -159,8 +175,8 @@ pub(crate) fn grad_input(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]
                         col2im_add(g, dcol, ld, b * p, &mut dxs[b * img_in..(b + 1) * img_in]);
                     }
                 }
-            },
-        );
+            })
+        });
 }
 
 /// [`grad_input`] for pointwise layers with an image per chunk: `dx = wᵀ · dy` image by image,
@@ -199,43 +215,60 @@ pub(crate) fn grad_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32
     if small_k::applies(g) {
         return small_k::grad_weight(g, x, dy, dw, q);
     }
-    let (k, p) = (g.k_dim(), g.p_out());
-    let nb = images_per_chunk(g);
-    let (img_in, img_out) = (g.c_in * g.p_in(), g.c_out * p);
+    let (img_in, img_out) = (g.c_in * g.p_in(), g.c_out * g.p_out());
     let slice_images = weight_grad_slice_images(g);
     let transposed = weight_grad_transposed(g);
     let partials: Vec<Vec<f32>> = x
         .par_chunks(slice_images * img_in)
         .zip(dy.par_chunks(slice_images * img_out))
-        .map(|(xs, dys)| {
-            let mut acc = vec![0.0f32; k * g.c_out];
-            let (mut col, mut gm) = (Vec::new(), Vec::new());
-            for (i, (xc, dc)) in xs.chunks(nb * img_in).zip(dys.chunks(nb * img_out)).enumerate() {
-                let n = xc.len() / img_in;
-                // the slice's first product overwrites `acc` instead of adding to its zeros
-                let accumulate = i > 0;
-                let gmat = if n == 1 {
-                    MatRef::row_major(dc, g.c_out, p)
-                } else {
-                    gather(dc, n, g.c_out, p, &mut gm, n * p);
-                    MatRef::row_major(&gm, g.c_out, n * p)
-                };
-                let cols = if n == 1 && g.is_pointwise() && q.is_none() {
-                    MatRef::row_major(xc, k, p)
-                } else {
-                    unfold(g, xc, n, &mut col, n * p, q);
-                    MatRef::row_major(&col, k, n * p)
-                };
-                if transposed {
-                    matmul(&mut acc, g.c_out, cols, gmat.t(), accumulate);
-                } else {
-                    matmul(&mut acc, k, gmat, cols.t(), accumulate);
-                }
-            }
-            acc
-        })
+        .map(|(xs, dys)| with_scratch(|col, gm| weight_grad_slice(g, xs, dys, q, transposed, col, gm)))
         .collect();
-    // Sum the partials in order (straight into `dw` unless they are transposed).
+    sum_partials(&partials, transposed, g.k_dim(), g.c_out, dw);
+}
+
+/// One slice's `dy · im2col(q(x))ᵀ` (or its transpose), chunk after chunk in order, with `col`
+/// and `gm` as scratch for the unfolded input and the gathered output gradient.
+#[allow(clippy::too_many_arguments)]
+fn weight_grad_slice(
+    g: &ConvGeometry,
+    xs: &[f32],
+    dys: &[f32],
+    q: Option<&Packing>,
+    transposed: bool,
+    col: &mut Vec<f32>,
+    gm: &mut Vec<f32>,
+) -> Vec<f32> {
+    let (k, p, nb) = (g.k_dim(), g.p_out(), images_per_chunk(g));
+    let (img_in, img_out) = (g.c_in * g.p_in(), g.c_out * p);
+    let mut acc = vec![0.0f32; k * g.c_out];
+    for (i, (xc, dc)) in xs.chunks(nb * img_in).zip(dys.chunks(nb * img_out)).enumerate() {
+        let n = xc.len() / img_in;
+        // the slice's first product overwrites `acc` instead of adding to its zeros
+        let accumulate = i > 0;
+        let gmat = if n == 1 {
+            MatRef::row_major(dc, g.c_out, p)
+        } else {
+            gather(dc, n, g.c_out, p, gm, n * p);
+            MatRef::row_major(gm, g.c_out, n * p)
+        };
+        let cols = if n == 1 && g.is_pointwise() && q.is_none() {
+            MatRef::row_major(xc, k, p)
+        } else {
+            unfold(g, xc, n, col, n * p, q);
+            MatRef::row_major(col, k, n * p)
+        };
+        if transposed {
+            matmul(&mut acc, g.c_out, cols, gmat.t(), accumulate);
+        } else {
+            matmul(&mut acc, k, gmat, cols.t(), accumulate);
+        }
+    }
+    acc
+}
+
+/// Sums the slices' partials in order into `dw` (`c_out × k`), transposing the sum when the
+/// partials are `k × c_out`.
+fn sum_partials(partials: &[Vec<f32>], transposed: bool, k: usize, c_out: usize, dw: &mut [f32]) {
     let sum_into = |total: &mut [f32]| {
         let Some((first, rest)) = partials.split_first() else {
             return total.fill(0.0);
@@ -251,9 +284,9 @@ pub(crate) fn grad_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32
         sum_into(dw);
         return;
     }
-    let mut total = vec![0.0f32; k * g.c_out];
+    let mut total = vec![0.0f32; k * c_out];
     sum_into(&mut total);
-    transpose_into(&total, k, g.c_out, dw);
+    transpose_into(&total, k, c_out, dw);
 }
 
 /// `dst[c · rows + r] = src[r · cols + c]` (`src` is `rows × cols`, row-major), in tiles, with
