@@ -97,6 +97,7 @@ pub(crate) fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, co
     }
     let lay = PhaseLayout::new(g);
     let len = lay.len(g);
+    let taps = tap_sources(g, &lay);
     let mut quantized = QUANTIZED.take();
     PHASES.with_borrow_mut(|ph| {
         // Two phase planes: channel `ci + 1` is split into one while the taps of channel `ci` are
@@ -110,7 +111,7 @@ pub(crate) fn im2col(g: &ConvGeometry, x: &[f32], col: &mut [f32], ld: usize, co
             if ci + 1 < g.c_in {
                 fill_phases(g, &lay, x, ci + 1, q, &mut quantized, next);
             }
-            copy_taps(g, &lay, ci, cur, col, ld, col0);
+            copy_taps(g, &lay, &taps, ci, cur, col, ld, col0);
             std::mem::swap(&mut cur, &mut next);
         }
         debug_assert!(lay.padded >= g.w);
@@ -150,23 +151,70 @@ fn fill_phases(
     }
 }
 
-/// The `kh · kw` rows of channel `ci` in `col` from its phase plane `ph`.
-fn copy_taps(g: &ConvGeometry, lay: &PhaseLayout, ci: usize, ph: &[f32], col: &mut [f32], ld: usize, col0: usize) {
-    let (ho, wo, p) = (g.h_out(), g.w_out(), g.p_out());
+/// Where one tap's row of `col` comes from, the same for every channel: values `lo..hi` (whole
+/// output rows) from the phase plane at `src`, output rows `step` apart there; zeros around them.
+#[derive(Clone, Copy)]
+struct TapSource {
+    lo: usize,
+    hi: usize,
+    src: Option<usize>,
+}
+
+/// Every tap's [`TapSource`], tap-major (`ky · kw + kx`): worked out once per image instead of
+/// once per channel and tap.
+fn tap_sources(g: &ConvGeometry, lay: &PhaseLayout) -> Vec<TapSource> {
+    let (ho, wo) = (g.h_out(), g.w_out());
+    let mut taps = Vec::with_capacity(g.kh * g.kw);
     for ky in 0..g.kh {
         // Output rows whose tap row is inside the image; their sources lie `stride` phase rows
         // apart, so the offset steps instead of being recomputed per row.
         let (oy_lo, oy_hi) = g.valid_outputs(ky, g.h, ho);
         for kx in 0..g.kw {
-            let row = (ci * g.kh + ky) * g.kw + kx;
-            let dst = &mut col[row * ld + col0..row * ld + col0 + p];
-            dst[..oy_lo * wo].fill(0.0);
-            dst[oy_hi * wo..].fill(0.0);
-            let Some(o) = lay.tap_row(g, oy_lo, ky, kx).filter(|_| oy_lo < oy_hi) else {
-                continue;
-            };
-            copy_rows(&mut dst[oy_lo * wo..oy_hi * wo], wo, ph, o, g.stride * lay.width);
+            let src = lay.tap_row(g, oy_lo, ky, kx).filter(|_| oy_lo < oy_hi);
+            taps.push(TapSource {
+                lo: oy_lo * wo,
+                hi: oy_hi * wo,
+                src,
+            });
         }
+    }
+    taps
+}
+
+/// The `kh · kw` rows of channel `ci` in `col` from its phase plane `ph`.
+#[allow(clippy::too_many_arguments)]
+fn copy_taps(
+    g: &ConvGeometry,
+    lay: &PhaseLayout,
+    taps: &[TapSource],
+    ci: usize,
+    ph: &[f32],
+    col: &mut [f32],
+    ld: usize,
+    col0: usize,
+) {
+    let (wo, p, kk) = (g.w_out(), g.p_out(), g.kh * g.kw);
+    for (t, tap) in taps.iter().enumerate() {
+        let row = ci * kk + t;
+        let dst = &mut col[row * ld + col0..row * ld + col0 + p];
+        zero_short(&mut dst[..tap.lo]);
+        zero_short(&mut dst[tap.hi..]);
+        if let Some(o) = tap.src {
+            copy_rows(&mut dst[tap.lo..tap.hi], wo, ph, o, g.stride * lay.width);
+        }
+    }
+}
+
+/// `v = 0` in 8-value pieces, then one by one: no call to `memset` for the one or two rows of
+/// padding a tap has.
+#[inline(always)]
+fn zero_short(v: &mut [f32]) {
+    let mut pieces = v.chunks_exact_mut(8);
+    for piece in &mut pieces {
+        piece.copy_from_slice(&[0.0; 8]);
+    }
+    for x in pieces.into_remainder() {
+        *x = 0.0;
     }
 }
 
