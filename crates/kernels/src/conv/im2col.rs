@@ -249,24 +249,21 @@ pub(crate) fn col2im_add(g: &ConvGeometry, col: &[f32], ld: usize, col0: usize, 
     if g.stride > 1 && g.kh * g.kw == 1 {
         return col2im_add_direct(g, col, ld, col0, dx);
     }
-    let (ho, wo, p) = (g.h_out(), g.w_out(), g.p_out());
+    let (wo, kk) = (g.w_out(), g.kh * g.kw);
     let lay = PhaseLayout::new(g);
+    let taps = tap_sources(g, &lay);
     let mut row = Vec::new();
     PHASES.with_borrow_mut(|ph| {
         ph.resize(lay.len(g), 0.0);
         for ci in 0..g.c_in {
             prefetch_plane(dx, ci + 1, g.p_in());
             ph.fill(0.0);
-            for ky in 0..g.kh {
-                let (oy_lo, oy_hi) = g.valid_outputs(ky, g.h, ho);
-                for kx in 0..g.kw {
-                    let row = (ci * g.kh + ky) * g.kw + kx;
-                    let src = &col[row * ld + col0..row * ld + col0 + p];
-                    let Some(o) = lay.tap_row(g, oy_lo, ky, kx).filter(|_| oy_lo < oy_hi) else {
-                        continue;
-                    };
-                    add_rows(ph, o, g.stride * lay.width, &src[oy_lo * wo..oy_hi * wo], wo);
-                }
+            for (t, tap) in taps.iter().enumerate() {
+                let Some(o) = tap.src else {
+                    continue;
+                };
+                let at = (ci * kk + t) * ld + col0;
+                add_rows(ph, o, g.stride * lay.width, &col[at + tap.lo..at + tap.hi], wo);
             }
             let plane = &mut dx[ci * g.p_in()..(ci + 1) * g.p_in()];
             for iy in 0..g.h {
