@@ -67,12 +67,18 @@ thread_local! {
     static SCRATCH: Cell<(Vec<f32>, Vec<f32>)> = const { Cell::new((Vec::new(), Vec::new())) };
 }
 
+/// Scratch kept per thread at most (values, both vectors together): a larger pair, from a layer
+/// with large images, is freed after its call instead of staying with the thread.
+const SCRATCH_KEPT: usize = 8 << 20;
+
 /// Runs `f` with this thread's two scratch vectors (taken out for the call: a nested call finds
 /// empty ones and allocates its own). Their contents are stale: `f` writes what it reads.
 fn with_scratch<R>(f: impl FnOnce(&mut Vec<f32>, &mut Vec<f32>) -> R) -> R {
     let (mut a, mut b) = SCRATCH.take();
     let r = f(&mut a, &mut b);
-    SCRATCH.set((a, b));
+    if a.capacity() + b.capacity() <= SCRATCH_KEPT {
+        SCRATCH.set((a, b));
+    }
     r
 }
 
