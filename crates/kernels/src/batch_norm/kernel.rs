@@ -135,11 +135,13 @@ pub fn backward_input(
             .for_each(|(plane, d)| plane_grad(plane, d));
         return;
     }
-    dx.par_chunks_mut((s.c * s.hw).max(1)).enumerate().for_each(|(image, d)| {
-        for (c, d) in d.chunks_exact_mut(s.hw.max(1)).enumerate() {
-            plane_grad(image * s.c + c, d);
-        }
-    });
+    dx.par_chunks_mut((s.c * s.hw).max(1))
+        .enumerate()
+        .for_each(|(image, d)| {
+            for (c, d) in d.chunks_exact_mut(s.hw.max(1)).enumerate() {
+                plane_grad(image * s.c + c, d);
+            }
+        });
 }
 
 /// Planes at least this large are one task each in [`backward_input`]; smaller ones a whole
