@@ -95,8 +95,8 @@ pub fn backward_sums(x: &[f32], dy: &[f32], s: BnShape, mean: &[f32], f: Forward
 
 /// The input gradient: `dx = γ·σ⁻¹ · (g − Σg/M − (x − μ)·σ⁻²·Σg(x − μ)/M)`, with `γ·σ⁻¹` the
 /// forward's `scale`. The coefficients are computed once per channel, and planes of fewer than
-/// [`PLANES_MIN`] values go a whole image per task (ResNet-18's 4² planes: one task and two f64
-/// divisions per 16 values before).
+/// 256 values go a whole image per task (ResNet-18's 4² planes: one task and two f64 divisions
+/// per 16 values before).
 #[allow(clippy::too_many_arguments)]
 pub fn backward_input(
     x: &[f32],
