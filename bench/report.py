@@ -28,7 +28,8 @@ def main(path):
     cap = machine.get("isa_cap", "none")
     held = f"; both sides held to {cap.upper()} (ISA={cap})" if cap != "none" else ""
     print(f"CPU: {machine.get('cpu', '?')}; threads: {machine.get('threads', '?')}; date: {machine.get('date', '?')}{held}")
-    print(f"fp32 GEMM 2048³: quarc (gemm crate) {gemm.get('quarc', float('nan')):.1f} GFLOP/s, "
+    candle = latest.get(("quarc", "gemm/2048-candle"), {}).get("value", float("nan"))
+    print(f"fp32 GEMM 2048³: quarc {gemm.get('quarc', float('nan')):.1f} GFLOP/s (candle's matmul {candle:.1f}), "
           f"PyTorch {gemm.get('torch', float('nan')):.1f} GFLOP/s\n")
     print("| workload | unit | quarc | PyTorch | ratio | PyTorch hand-written bwd | ratio | quarc % of GEMM |")
     print("|---|---|---|---|---|---|---|---|")

@@ -44,7 +44,7 @@ else
 fi
 mkdir -p bench/results
 OUT="${OUT:-bench/results/$(date -u +%Y%m%dT%H%M%SZ).jsonl}"
-CPU=$(lscpu | sed -n 's/^Model name: *//p' | head -1)
+CPU="$(lscpu | sed -n 's/^Model name: *//p' | head -1), family $(lscpu | sed -n 's/^CPU family: *//p' | head -1) model $(lscpu | sed -n 's/^Model: *//p' | head -1)"
 FLAGS=$(grep -o -w -E 'avx2|avx512f|avx512_vnni|avx512_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')
 echo "{\"side\":\"machine\",\"cpu\":\"$CPU ($FLAGS)\",\"isa_cap\":\"${ISA:-none}\",\"threads\":$THREADS,\"date\":\"$(date -u +%FT%TZ)\",\"commit\":\"$(git rev-parse --short HEAD)\"}" >> "$OUT"
 for g in $GROUPS_TO_RUN; do

@@ -64,6 +64,16 @@ impl<'a> MatRef<'a> {
         self.data[r * self.rs + c * self.cs]
     }
 
+    /// `len` values of row `r` from column `c0`, where columns are adjacent.
+    ///
+    /// # Panics
+    /// When the column stride is not 1 or the values lie outside the slice.
+    pub(crate) fn row_part(&self, r: usize, c0: usize, len: usize) -> &'a [f32] {
+        assert_eq!(self.cs, 1, "row_part: columns are not adjacent");
+        let start = r * self.rs + c0;
+        &self.data[start..start + len]
+    }
+
     fn last_index(&self) -> Option<usize> {
         if self.rows == 0 || self.cols == 0 {
             return None;

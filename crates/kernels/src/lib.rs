@@ -11,6 +11,8 @@
 //!   direct loop over stride-phase-split planes (16 channels per vector for planes of ≤ 100
 //!   values on AVX-512F or AVX2). Deterministic for any thread count.
 //! - [`batch_norm`]: training-mode BatchNorm with a fused ReLU/ReLU6, closed-form backward.
+//! - [`matmul()`]: `a · b` for f32 matrices on quarc's cache-blocked, multi-threaded GEMM (both
+//!   operands packed, the AVX2 + FMA or AVX-512 register tiles), the same bits for any thread count.
 //! - [`add_relu()`]: the end of a residual block, `relu(a + b)`, as one pass each way.
 //! - [`fake_quant`]: the fused fake-quant forward and closed-form backward (LSQ, LSQ+, PACT,
 //!   uniform) over plain slices, which `quarc-quant-core` wraps as candle custom ops.
@@ -48,6 +50,7 @@ pub mod float;
 mod gather;
 pub mod gemm;
 mod lanes;
+mod matmul;
 mod packed;
 mod storage;
 mod transpose;
@@ -64,4 +67,5 @@ pub use conv::{
     conv2d_affine_act_reference, conv2d_grad_input, conv2d_grad_weight, conv2d_lsq_input, conv2d_reference, cpu_engine,
     runs_fast_path, set_cpu_engine, set_winograd, winograd_policy,
 };
+pub use matmul::matmul;
 pub use wide::vector_isa;

@@ -113,7 +113,7 @@ pub(crate) fn prefetch_plane(data: &[f32], i: usize, len: usize) {
 /// can fault). A plane about to be read is usually one 4 KiB page or more, where the hardware
 /// prefetcher starts over and the first lines come at memory latency.
 #[inline(always)]
-fn prefetch(data: &[f32]) {
+pub(crate) fn prefetch(data: &[f32]) {
     #[cfg(target_arch = "x86_64")]
     for line in data.chunks(16) {
         use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};

@@ -14,6 +14,9 @@
 
 mod avx2;
 mod avx512;
+mod blocked;
+
+pub(crate) use blocked::matmul_blocked;
 
 use crate::gemm::{MatRef, matmul};
 use crate::wide::{Isa, isa};
@@ -55,6 +58,11 @@ impl Path {
             Path::Fallback => (1, 1),
         }
     }
+}
+
+/// Whether this CPU (under `QUARC_CPU_ISA`) runs one of the micro-kernels.
+pub(crate) fn has_micro_kernel() -> bool {
+    Path::detect() != Path::Fallback
 }
 
 /// The left operand `A` (`m × k`), packed: panel `p` holds rows `p·MR..p·MR + MR` (zeros past

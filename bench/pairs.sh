@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Side by side in alternating pairs, for machines whose speed drifts from minute to minute (a shared host: the same
+# PyTorch step measured 25 and 37 images/s twenty minutes apart). Each round runs one group on both sides, quarc
+# first in odd rounds and PyTorch first in even ones; bench/pairs.py prints every round's ratio and their median.
+# Never part of CI.
+#
+#   bench/pairs.sh step 4                 # 4 rounds of the step group, REPS timed runs per side and round
+#   OUT=/tmp/gemm.jsonl bench/pairs.sh gemm 6
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -eq 2 ] || { echo "usage: bench/pairs.sh GROUP ROUNDS"; exit 1; }
+GROUP=$1 ROUNDS=$2
+REPS="${REPS:-5}" THREADS="${THREADS:-2}"
+PY=bench/.venv/bin/python
+[ -x "$PY" ] || { echo "bench/.venv missing: run bench/setup_venv.sh first"; exit 1; }
+export RAYON_NUM_THREADS="$THREADS" OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS"
+cargo build --release --example bench_side_by_side
+BIN=target/release/examples/bench_side_by_side
+mkdir -p bench/results
+OUT="${OUT:-bench/results/pairs-$GROUP-$(date -u +%Y%m%dT%H%M%SZ).jsonl}"
+CPU="$(lscpu | sed -n 's/^Model name: *//p' | head -1), family $(lscpu | sed -n 's/^CPU family: *//p' | head -1) model $(lscpu | sed -n 's/^Model: *//p' | head -1)"
+FLAGS=$(grep -o -w -E 'avx2|avx512f|avx512_vnni|avx512_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')
+echo "{\"side\":\"machine\",\"cpu\":\"$CPU ($FLAGS)\",\"isa_cap\":\"none\",\"threads\":$THREADS,\"date\":\"$(date -u +%FT%TZ)\",\"commit\":\"$(git rev-parse --short HEAD)\"}" >> "$OUT"
+quarc() { "$BIN" --group "$GROUP" --reps "$REPS" --out "$OUT"; }
+torch() { "$PY" bench/torch_side_by_side.py --group "$GROUP" --reps "$REPS" --out "$OUT" --threads "$THREADS"; }
+for ((r = 1; r <= ROUNDS; r++)); do
+  if ((r % 2)); then quarc; torch; else torch; quarc; fi
+done
+python3 bench/pairs.py "$OUT"

@@ -1,0 +1,173 @@
+//! A general, multi-threaded f32 GEMM on the register tiles of this module: both operands packed,
+//! in blocks sized for the caches (the layout of the BLIS family of libraries).
+//!
+//! `B` is packed once per call (in parallel) into strips of `NR` columns per block of `KC` rows
+//! of `k` (`KC × NR` values, one contiguous stream the micro-kernel reads from L1) and shared by
+//! every thread. The rows of `A` are cut into tasks of at most [`MC_PANELS`] panels; a task walks
+//! the blocks of `k`, packs its `mc × KC` block of `A` (it stays in L2), runs every strip of `B`
+//! against it, and prefetches each next `C` tile (read again for every block of `k`: without the
+//! prefetch it came at memory latency, 0.90× in a paired A/B). Tasks own disjoint rows of `C` and
+//! need no barrier between blocks, so the result does not depend on the thread count; every `C`
+//! value is a chain of fused multiply-adds in increasing `k`, as in [`super::matmul_packed`].
+
+use rayon::prelude::*;
+
+use super::{KC, Path, Tile, run_tile};
+use crate::gemm::MatRef;
+use crate::wide::prefetch;
+
+/// Most `MR`-row panels of `A` per task: 24 × 6 rows × `KC` = 144 KiB on AVX2, 24 × 8 rows =
+/// 192 KiB on AVX-512, inside L2 beside the `B` block streaming through it.
+const MC_PANELS: usize = 24;
+
+/// `c (+)= a · b` with `c` row-major, row stride `ldc`; `a` and `b` any strides. Runs on rayon's
+/// pool. Returns `false` (and does nothing) where this CPU has no micro-kernel: the caller then
+/// takes another GEMM.
+///
+/// # Panics
+/// When the shapes disagree or `c` is too short (the callers check shapes first).
+pub(crate) fn matmul_blocked(c: &mut [f32], ldc: usize, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) -> bool {
+    let path = Path::detect();
+    if path == Path::Fallback {
+        return false;
+    }
+    let (m, k, n) = (a.rows(), a.cols(), b.cols());
+    assert_eq!(k, b.rows(), "blocked gemm: inner dimensions differ");
+    if m == 0 || n == 0 {
+        return true;
+    }
+    assert!(ldc >= n && (m - 1) * ldc + n <= c.len(), "blocked gemm: C too short");
+    if k == 0 {
+        if !accumulate {
+            c.chunks_mut(ldc).take(m).for_each(|row| row[..n].fill(0.0));
+        }
+        return true;
+    }
+    let (mr, nr) = path.tile();
+    let mc = rows_per_task(m, mr, rayon::current_num_threads());
+    let packed_b = pack_b(b, nr);
+    let shape = Shape { path, k, n, accumulate };
+    c[..(m - 1) * ldc + n]
+        .par_chunks_mut(mc * ldc)
+        .enumerate()
+        .for_each(|(t, c_rows)| shape.run(c_rows, ldc, a, t * mc, &packed_b));
+    true
+}
+
+/// All of `b` packed: for each block of `KC` rows of `k`, its strips of `nr` columns one after
+/// another, each `kc` groups of `nr` values (zeros past the last column).
+fn pack_b(b: MatRef<'_>, nr: usize) -> Vec<f32> {
+    let (k, n) = (b.rows(), b.cols());
+    let width = n.div_ceil(nr) * nr;
+    let mut packed = vec![0.0f32; k * width];
+    packed.par_chunks_mut(KC * width).enumerate().for_each(|(blk, rows)| {
+        let (k0, kc) = (blk * KC, rows.len() / width);
+        for (s, strip) in rows.chunks_exact_mut(kc * nr).enumerate() {
+            pack_strip(strip, b, k0, s * nr, nr);
+        }
+    });
+    packed
+}
+
+/// Rows of `A` per task: whole panels, at most [`MC_PANELS`] of them, and at least two tasks per
+/// thread where `m` allows, in tasks of equal size (the last one short by less than a panel).
+fn rows_per_task(m: usize, mr: usize, threads: usize) -> usize {
+    let panels = m.div_ceil(mr);
+    let tasks = panels.div_ceil(MC_PANELS).max(2 * threads.max(1)).min(panels);
+    let tasks = tasks.div_ceil(threads.max(1)) * threads.max(1);
+    panels.div_ceil(tasks.min(panels)) * mr
+}
+
+/// `kc` rows from `k0` of columns `j0..j0 + nr` of `b` as `kc` groups of `nr` values, zeros past
+/// the last column.
+fn pack_strip(strip: &mut [f32], b: MatRef<'_>, k0: usize, j0: usize, nr: usize) {
+    let cols = nr.min(b.cols() - j0);
+    for (kk, row) in strip.chunks_exact_mut(nr).enumerate() {
+        if b.has_unit_column_stride() {
+            row[..cols].copy_from_slice(b.row_part(k0 + kk, j0, cols));
+        } else {
+            for (j, v) in row[..cols].iter_mut().enumerate() {
+                *v = b.at(k0 + kk, j0 + j);
+            }
+        }
+        row[cols..].fill(0.0);
+    }
+}
+
+/// What every task shares.
+struct Shape {
+    path: Path,
+    k: usize,
+    n: usize,
+    accumulate: bool,
+}
+
+impl Shape {
+    /// Rows `row0..` of `C` (as many as `c_rows` holds), block of `k` after block: `A`'s rows
+    /// packed per block (they stay in L2), every strip of `B` against them.
+    fn run(&self, c_rows: &mut [f32], ldc: usize, a: MatRef<'_>, row0: usize, packed_b: &[f32]) {
+        let (mr, nr) = self.path.tile();
+        let rows = (c_rows.len() - self.n) / ldc + 1;
+        let width = self.n.div_ceil(nr) * nr;
+        let mut scratch = vec![0.0f32; mr * nr];
+        for k0 in (0..self.k).step_by(KC) {
+            let kc = KC.min(self.k - k0);
+            let load_c = self.accumulate || k0 > 0;
+            let packed_a = pack_block(a, row0, rows, k0, kc, mr);
+            let block_b = &packed_b[k0 * width..(k0 + kc) * width];
+            for (s, strip) in block_b.chunks_exact(kc * nr).enumerate() {
+                for (p, panel) in packed_a.chunks_exact(kc * mr).enumerate() {
+                    let tile = Tile {
+                        row: p * mr,
+                        col: s * nr,
+                        rows: mr.min(rows - p * mr),
+                        cols: nr.min(self.n - s * nr),
+                    };
+                    if load_c {
+                        prefetch_tile(c_rows, ldc, (p + 1) * mr, tile.col, mr, nr);
+                    }
+                    run_tile(self.path, panel, strip, nr, kc, c_rows, ldc, tile, load_c, &mut scratch);
+                }
+            }
+        }
+    }
+}
+
+/// Rows `row0..row0 + rows` and columns `k0..k0 + kc` of `a` in panels of `mr` rows, each `kc`
+/// groups of `mr` values (zeros past the last row).
+fn pack_block(a: MatRef<'_>, row0: usize, rows: usize, k0: usize, kc: usize, mr: usize) -> Vec<f32> {
+    let mut out = vec![0.0f32; rows.div_ceil(mr) * mr * kc];
+    for (p, panel) in out.chunks_exact_mut(mr * kc).enumerate() {
+        let live = mr.min(rows - p * mr);
+        let first = row0 + p * mr;
+        if a.has_unit_column_stride() {
+            for r in 0..live {
+                let src = a.row_part(first + r, k0, kc);
+                for (kk, v) in src.iter().enumerate() {
+                    panel[kk * mr + r] = *v;
+                }
+            }
+        } else {
+            for kk in 0..kc {
+                for r in 0..live {
+                    panel[kk * mr + r] = a.at(first + r, k0 + kk);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Asks for the `C` tile at `(row, col)` ahead of its micro-kernel, which would otherwise start
+/// by waiting for its rows at memory latency (`C` is read again for every block of `k`; the tiles
+/// past the block's last row are skipped).
+fn prefetch_tile(c_rows: &[f32], ldc: usize, row: usize, col: usize, mr: usize, nr: usize) {
+    for r in row..row + mr {
+        let start = r * ldc + col;
+        let end = (start + nr).min(c_rows.len());
+        if start < end {
+            prefetch(&c_rows[start..=start]);
+            prefetch(&c_rows[end - 1..end]);
+        }
+    }
+}
