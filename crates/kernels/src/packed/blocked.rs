@@ -70,7 +70,8 @@ fn pack_b(b: MatRef<'_>, nr: usize) -> Vec<f32> {
 }
 
 /// Rows of `A` per task: whole panels, at most [`MC_PANELS`] of them, and at least two tasks per
-/// thread where `m` allows, in tasks of equal size (the last one short by less than a panel).
+/// thread where `m` allows, the task count rounded up to a multiple of the threads (the last
+/// task may be shorter than the others).
 fn rows_per_task(m: usize, mr: usize, threads: usize) -> usize {
     let panels = m.div_ceil(mr);
     let tasks = panels.div_ceil(MC_PANELS).max(2 * threads.max(1)).min(panels);
