@@ -172,3 +172,20 @@ fn prefetch_tile(c_rows: &[f32], ldc: usize, row: usize, col: usize, mr: usize, 
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::rows_per_task;
+
+    #[test]
+    fn tasks_are_whole_panels_and_fill_the_threads() {
+        // 2048 rows = 342 six-row panels: 15 tasks of ≤ 24 panels, rounded up to 16 for 2 threads
+        assert_eq!(rows_per_task(2048, 6, 2), 22 * 6);
+        // two panels, two threads: one panel each
+        assert_eq!(rows_per_task(10, 6, 2), 6);
+        // one panel: one task whatever the threads
+        assert_eq!(rows_per_task(3, 8, 4), 8);
+        // small m: at least two tasks per thread where the panels allow (8 panels, 2 threads)
+        assert_eq!(rows_per_task(64, 8, 2), 16);
+    }
+}
