@@ -1,19 +1,7 @@
 use candle_core::{Device, Tensor, Var};
 
 use super::*;
-
-/// A deterministic pseudo-random fill in [-1, 1).
-fn fill(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            (s >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
+use crate::packed::tests::fill;
 
 /// `c (+)= a·b` as the micro-kernels compute it: one fused multiply-add chain in increasing `k`.
 fn fma_chain(c: &mut [f32], ldc: usize, a: MatRef<'_>, b: MatRef<'_>, accumulate: bool) {

@@ -261,4 +261,4 @@ unsafe fn kernel(path: Path, a: &[f32], b: &[f32], ldb: usize, c: &mut [f32], ld
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,7 +1,7 @@
 use super::*;
 
-/// A deterministic pseudo-random fill in [-1, 1).
-fn fill(len: usize, seed: u64) -> Vec<f32> {
+/// A deterministic pseudo-random fill in [-1, 1) (also the blocked GEMM's tests').
+pub(crate) fn fill(len: usize, seed: u64) -> Vec<f32> {
     let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
     (0..len)
         .map(|_| {
