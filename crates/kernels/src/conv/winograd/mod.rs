@@ -34,23 +34,39 @@ use super::input_quant::Packing;
 use crate::copy::copy_short;
 use crate::gemm::{MatRef, matmul};
 use crate::transpose::LANES;
-use crate::wide::wide;
+use crate::wide::{Isa, isa, wide};
 
 /// Bytes of transformed input plus products a chunk of images aims for.
 const CHUNK_BYTES: usize = 8 << 20;
 
 /// Whether Winograd runs this geometry under `policy`: dense, 3×3, stride 1, no dilation,
-/// padding ≤ 2, and under [`WinogradPolicy::Auto`] ≥ 128 channels in and out. Measured against
-/// im2col with the lane-blocked transforms (docs/performance.md, session 14): about 1.4–1.5× at
-/// ResNet-18's 128 @ 16² and 256 @ 8² layers and 1.0–1.2× at 512 @ 4², forward and input
-/// gradient alike, but 0.9× at 64 @ 32², where the transforms (work ∝ channels) outweigh the
-/// 2.25× fewer multiplications (work ∝ channels²).
+/// padding ≤ 2, and under [`WinogradPolicy::Auto`] at least [`auto_min_channels`] channels in
+/// and out.
 pub(crate) fn applies(g: &ConvGeometry, policy: WinogradPolicy) -> bool {
+    applies_from(g, policy, auto_min_channels())
+}
+
+/// [`applies`] with `Auto`'s channel threshold given.
+fn applies_from(g: &ConvGeometry, policy: WinogradPolicy, min_channels: usize) -> bool {
     let eligible = g.groups == 1 && g.kh == 3 && g.kw == 3 && g.stride == 1 && g.dilation == 1 && g.padding <= 2;
     match policy {
         WinogradPolicy::Off => false,
         WinogradPolicy::Always => eligible,
-        WinogradPolicy::Auto => eligible && g.c_in >= 128 && g.c_out >= 128,
+        WinogradPolicy::Auto => eligible && g.c_in >= min_channels && g.c_out >= min_channels,
+    }
+}
+
+/// The fewest channels (in and out) for which `Auto` picks Winograd over im2col: 128 on the
+/// AVX-512 path, 64 on narrower vectors. The transforms' work grows with the channels, the
+/// multiplications saved with their square; where the GEMM runs at twice the width, the
+/// transforms' share is larger. Measured against im2col at ResNet-18's 64 @ 32² layer
+/// (docs/performance.md): 0.9× on Zen 5 and 0.96–1.17× on Zen 4 (AVX-512 path), but
+/// 1.29× forward, 1.33× input gradient and 1.49× weight gradient on Zen 1 (AVX2 path). At
+/// 128 @ 16² and above it measured 1.0–1.5× on every path.
+pub(crate) fn auto_min_channels() -> usize {
+    match isa() {
+        Isa::Avx512 => 128,
+        Isa::Avx2 | Isa::Sse2 => 64,
     }
 }
 
@@ -302,11 +318,25 @@ mod tests {
     }
 
     #[test]
+    fn the_threshold_follows_the_vector_width() {
+        let want = if crate::wide::vector_isa() == "avx512f" {
+            128
+        } else {
+            64
+        };
+        assert_eq!(auto_min_channels(), want);
+    }
+
+    #[test]
     fn the_policy_picks_the_measured_shapes() {
         let (auto, always, off) = (WinogradPolicy::Auto, WinogradPolicy::Always, WinogradPolicy::Off);
         assert!(applies(&geometry(256, 3, 1, 1), auto));
         assert!(applies(&geometry(128, 3, 1, 1), auto));
-        assert!(!applies(&geometry(64, 3, 1, 1), auto));
+        assert_eq!(applies(&geometry(64, 3, 1, 1), auto), auto_min_channels() <= 64);
+        assert!(!applies(&geometry(32, 3, 1, 1), auto));
+        assert!(applies_from(&geometry(64, 3, 1, 1), auto, 64));
+        assert!(!applies_from(&geometry(64, 3, 1, 1), auto, 128));
+        assert!(!applies_from(&geometry(63, 3, 1, 1), auto, 64));
         assert!(applies(&geometry(128, 3, 1, 1), always));
         assert!(!applies(&geometry(256, 3, 1, 1), off));
         assert!(!applies(&geometry(256, 3, 2, 1), always));
