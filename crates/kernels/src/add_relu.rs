@@ -51,7 +51,7 @@ impl CustomOp2 for AddRelu {
             f32_slice(s1, l1, self.name(), "a")?,
             f32_slice(s2, l2, self.name(), "b")?,
         );
-        let mut out = vec![0.0f32; a.len()];
+        let mut out = crate::zeroed::zeros(a.len());
         out.par_chunks_mut(CHUNK)
             .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
             .for_each(|(o, (a, b))| {
@@ -100,7 +100,7 @@ impl CustomOp3 for ReluMaskGrad {
         if g.len() != a.len() {
             candle_core::bail!("{name}: gradient of {} elements for {} inputs", g.len(), a.len());
         }
-        let mut out = vec![0.0f32; a.len()];
+        let mut out = crate::zeroed::zeros(a.len());
         out.par_chunks_mut(CHUNK)
             .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)).zip(g.par_chunks(CHUNK)))
             .for_each(|(o, ((a, b), g))| {

@@ -55,6 +55,7 @@ mod packed;
 mod storage;
 mod transpose;
 mod wide;
+mod zeroed;
 
 pub use add_relu::{add_relu, add_relu_reference};
 pub use batch_norm::{

@@ -182,7 +182,7 @@ impl CustomOp3 for Forward {
             .zip(&scale)
             .map(|((b, m), s)| b - m * s)
             .collect();
-        let mut y = vec![0.0f32; x.len()];
+        let mut y = crate::zeroed::zeros(x.len());
         kernel::normalize(x, sh, &scale, &shift, self.act, &mut y);
         if let Ok(mut s) = self.saved.lock() {
             *s = Some(Saved {
@@ -266,7 +266,7 @@ impl CustomOp2 for Backward {
             act: self.act,
         };
         let (sg, sgx) = kernel::backward_sums(x, dy, sh, &s.mean, f);
-        let mut out = vec![0.0f32; x.len() + 2 * sh.c];
+        let mut out = crate::zeroed::zeros(x.len() + 2 * sh.c);
         let (dx, rest) = out.split_at_mut(x.len());
         kernel::backward_input(x, dy, sh, &s.mean, &s.invstd, (&sg, &sgx), f, dx);
         for c in 0..sh.c {
@@ -340,7 +340,7 @@ impl CustomOp3 for Affine {
             f32_slice(s2, l2, "batch_norm", "scale")?,
             f32_slice(s3, l3, "batch_norm", "shift")?,
         );
-        let mut y = vec![0.0f32; x.len()];
+        let mut y = crate::zeroed::zeros(x.len());
         kernel::normalize(x, sh, scale, shift, self.act, &mut y);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }

@@ -58,7 +58,7 @@ fn forward_storage(
     w: &[f32],
     epi: Option<&Epilogue<'_>>,
 ) -> (CpuStorage, Shape) {
-    let mut out = vec![0.0f32; g.batch * g.c_out * g.p_out()];
+    let mut out = crate::zeroed::zeros(g.batch * g.c_out * g.p_out());
     match kind {
         _ if g.batch == 0 => {}
         ConvKind::Dense if winograd::applies(g, winograd_policy()) => winograd::forward(g, x, w, &mut out, epi, None),
@@ -166,7 +166,7 @@ impl CustomOp2 for GradInput {
             f32_slice(s1, l1, "quarc conv2d", "output gradient")?,
             f32_slice(s2, l2, "quarc conv2d", "weight")?,
         );
-        let mut dx = vec![0.0f32; batch * c_in * g.p_in()];
+        let mut dx = crate::zeroed::zeros(batch * c_in * g.p_in());
         match kind {
             _ if g.batch == 0 => {}
             ConvKind::Dense if winograd::applies(&g, winograd_policy()) => winograd::grad_input(&g, dy, w, &mut dx),
@@ -348,7 +348,7 @@ impl CustomOp3 for ForwardLsqInput {
             .first()
             .ok_or_else(|| candle_core::Error::msg("quarc conv2d: the input quantizer's step is empty"))?;
         let packing = Packing::new(Grid::new(step, &self.spec));
-        let mut out = vec![0.0f32; g.batch * g.c_out * g.p_out()];
+        let mut out = crate::zeroed::zeros(g.batch * g.c_out * g.p_out());
         if g.batch > 0 {
             if winograd::applies(&g, winograd_policy()) {
                 winograd::forward(&g, x, w, &mut out, None, Some(&packing));
