@@ -211,7 +211,7 @@ fn resnet18_w4a4_runs_in_tract_like_in_quarc() {
     assert!(worst < FLIPS, "{per_image:?}");
 }
 
-/// ResNet-18's sixteen 4-bit activation quantizers over 32² to 4² planes make a ±1 LSB flip (see
+/// ResNet-18's 4-bit activation quantizers, over planes from 32² down to 4², make a ±1 LSB flip (see
 /// [`TOLERANCE`]) likely somewhere in an image. Which images flip depends on each layer's
 /// summation order: im2col or Winograd, and AVX-512, AVX2 or baseline vectors. On Zen 1, one to
 /// four of these eight images flipped under every policy and vector width, each moving its logits
