@@ -6,8 +6,8 @@
 //! - [`conv2d`]: a training convolution — forward, input gradient and weight gradient — by
 //!   im2col + GEMM (the forward and input gradient on quarc's own AVX-512 or AVX2 + FMA kernel
 //!   with the weights packed once per call, the weight gradient and other CPUs on the `gemm`
-//!   crate's kernels, feature `x86-v4`, picked at run time), Winograd F(2×2, 3×3) for stride-1
-//!   3×3 layers (all three passes), pointwise convs as a plain GEMM and depthwise convs as a
+//!   crate's kernels, feature `x86-v4`, picked at run time), Winograd F(4×4, 3×3) and F(2×2, 3×3)
+//!   for stride-1 3×3 layers (all three passes), pointwise convs as a plain GEMM and depthwise convs as a
 //!   direct loop over stride-phase-split planes (16 channels per vector for planes of ≤ 100
 //!   values on AVX-512F or AVX2). Deterministic for any thread count.
 //! - [`batch_norm`]: training-mode BatchNorm with a fused ReLU/ReLU6, closed-form backward.

@@ -148,7 +148,8 @@ pub(crate) fn forward(
         });
 }
 
-/// `dx = convᵀ(dy, w)`: the gradient with respect to the input.
+/// `dx = convᵀ(dy, w)`: the gradient with respect to the input. `dx` must arrive zeroed (the op
+/// allocates it so): col2im adds into it.
 pub(crate) fn grad_input(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
     let (k, p) = (g.k_dim(), g.p_out());
     let nb = images_per_chunk(g);
@@ -176,7 +177,6 @@ pub(crate) fn grad_input(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]
                 if g.is_pointwise() {
                     scatter(dcol, ld, n, g.c_in, p, dxs);
                 } else {
-                    dxs.fill(0.0);
                     for b in 0..n {
                         col2im_add(g, dcol, ld, b * p, &mut dxs[b * img_in..(b + 1) * img_in]);
                     }

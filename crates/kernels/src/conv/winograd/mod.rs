@@ -1,11 +1,14 @@
-//! Winograd F(2×2, 3×3) for dense stride-1 3×3 convolutions (forward and input gradient).
+//! Winograd convolution for dense stride-1 3×3 layers: F(4×4, 3×3) or F(2×2, 3×3) for the
+//! forward and the input gradient, F(2×2, 3×3) for the weight gradient.
 //!
-//! Each 2×2 output tile is computed from a 4×4 input tile with 16 multiplications per
-//! (input, output) channel pair instead of 36: the input tile is transformed `V = Bᵀ d B`,
-//! the filter `U = G g Gᵀ`, the 16 products `M = U ⊙ V` are summed over input channels as 16
-//! GEMMs (`M[ξ] = U[ξ] · V[ξ]`, `c_out × c_in` times `c_in × tiles`), and each output tile is
-//! `Aᵀ M A` (Lavin & Gray, 2016). The transforms only add and halve, so the f32 error stays
-//! within a few ulps of the direct sum (measured in the tests and in docs/performance.md).
+//! Each `m × m` output tile is computed from an `(m + 2)²` input tile: the input tile is
+//! transformed `V = Bᵀ d B`, the filter `U = G g Gᵀ`, the `(m + 2)²` products `M = U ⊙ V` are
+//! summed over input channels as one GEMM per `ξ` (`M[ξ] = U[ξ] · V[ξ]`, `c_out × c_in` times
+//! `c_in × tiles`), and each output tile is `Aᵀ M A` (Lavin & Gray, 2016). F(2×2, 3×3) does 16
+//! multiplications per 4 outputs and channel pair (direct: 36) with transforms that only add and
+//! halve, so its f32 error stays within a few ulps of the direct sum; F(4×4, 3×3) ([`f4`]) does
+//! 36 per 16 outputs, at ten to twenty times im2col's f32 error (measured in the tests and in
+//! docs/performance.md). [`tile_side`] picks between them.
 //!
 //! The input gradient of a stride-1 3×3 convolution with padding `p` is itself a stride-1 3×3
 //! convolution of `dy` with padding `2 − p` and the 180°-rotated, transposed filter, so it runs
@@ -13,11 +16,12 @@
 //! chunk stay around 8 MiB, in whole blocks of 16 images); the tile transforms run on sixteen
 //! images at once, one per vector lane (`tiles`), the filter transform on sixteen filters at
 //! once (`filter`). Within a chunk, rayon runs over channels for the transforms and over the
-//! 16 GEMMs. The chunking depends on the shapes only, so results do not depend on the thread
+//! GEMMs. The chunking depends on the shapes only, so results do not depend on the thread
 //! count.
 
 use std::cell::Cell;
 
+mod f4;
 mod filter;
 mod tiles;
 mod weight_grad;
@@ -39,12 +43,24 @@ use crate::wide::{Isa, isa, wide};
 /// Bytes of transformed input plus products a chunk of images aims for.
 const CHUNK_BYTES: usize = 8 << 20;
 
-/// Whether Winograd runs this geometry under `policy`: dense, 3×3, stride 1, no dilation,
-/// padding ≤ 2, and under [`WinogradPolicy::Auto`] at least [`auto_min_channels`] channels in
-/// and out.
+/// Whether the forward and the input gradient run this geometry on Winograd under `policy`:
+/// dense, 3×3, stride 1, no dilation, padding ≤ 2, and under [`WinogradPolicy::Auto`] at least
+/// [`MIN_CHANNELS`] channels in and out.
 pub(crate) fn applies(g: &ConvGeometry, policy: WinogradPolicy) -> bool {
+    applies_from(g, policy, MIN_CHANNELS)
+}
+
+/// Whether the weight gradient runs this geometry on Winograd F(2×2, 3×3) under `policy`: as
+/// [`applies`], with [`auto_min_channels`] channels under `Auto`.
+pub(crate) fn applies_to_weight_grad(g: &ConvGeometry, policy: WinogradPolicy) -> bool {
     applies_from(g, policy, auto_min_channels())
 }
+
+/// The fewest channels (in and out) for which `Auto` runs the forward and the input gradient on
+/// Winograd (mostly F(4×4, 3×3)). At ResNet-18's 64 @ 32² layer it measured 1.18× (forward)
+/// and 1.33× (input gradient) of im2col on Zen 5's AVX-512 path, 1.8× and 1.7× of F(2×2, 3×3)
+/// on its AVX2 path (docs/performance.md).
+const MIN_CHANNELS: usize = 64;
 
 /// [`applies`] with `Auto`'s channel threshold given.
 fn applies_from(g: &ConvGeometry, policy: WinogradPolicy, min_channels: usize) -> bool {
@@ -56,17 +72,36 @@ fn applies_from(g: &ConvGeometry, policy: WinogradPolicy, min_channels: usize) -
     }
 }
 
-/// The fewest channels (in and out) for which `Auto` picks Winograd over im2col: 128 on the
-/// AVX-512 path, 64 on narrower vectors. The transforms' work grows with the channels, the
-/// multiplications saved with their square; where the GEMM runs at twice the width, the
-/// transforms' share is larger. Measured against im2col at ResNet-18's 64 @ 32² layer
-/// (docs/performance.md): 0.9× on Zen 5 and 0.96–1.17× on Zen 4 (AVX-512 path), but
-/// 1.29× forward, 1.33× input gradient and 1.49× weight gradient on Zen 1 (AVX2 path). At
-/// 128 @ 16² and above it measured 1.0–1.5× on every path.
+/// The fewest channels (in and out) for which `Auto` runs the weight gradient on Winograd
+/// F(2×2, 3×3) rather than im2col: 128 on the AVX-512 path, 64 on narrower vectors. The
+/// transforms' work grows with the channels, the multiplications saved with their square; where
+/// the GEMM runs at twice the width, the transforms' share is larger. Measured against im2col at
+/// ResNet-18's 64 @ 32² layer (docs/performance.md): 0.94× on Zen 5 and 1.17× on Zen 4
+/// (AVX-512 path), 1.49× on Zen 1 (AVX2 path).
 pub(crate) fn auto_min_channels() -> usize {
     match isa() {
         Isa::Avx512 => 128,
         Isa::Avx2 | Isa::Sse2 => 64,
+    }
+}
+
+/// The output-tile side for `batch` outputs of `ho × wo` from a layer whose wider side has
+/// `channels` channels: [`f4::M`] (F(4×4, 3×3)) where its GEMMs have at least `channels / 2`
+/// columns (images × tiles) and it computes no more products than F(2×2, 3×3) over the padded
+/// tiles; else 2. With fewer columns the 36 filter matrices, each packed once per GEMM, cost more
+/// than the multiplications saved: ResNet-18's 512 @ 4² layer at batch 64 (64 columns) ran at
+/// 0.45× F(2×2, 3×3), its 256 @ 8² layer (256 columns) at 1.6–1.8×. The environment variable
+/// `QUARC_WINOGRAD_TILE=2` (read once; for A/B measurements) always picks 2.
+fn tile_side(batch: usize, ho: usize, wo: usize, channels: usize) -> usize {
+    static FORCED_F2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let forced = *FORCED_F2.get_or_init(|| std::env::var("QUARC_WINOGRAD_TILE").as_deref() == Ok("2"));
+    let tiles = |m: usize| ho.div_ceil(m) * wo.div_ceil(m);
+    let products = |m: usize| (m + 2) * (m + 2) * tiles(m);
+    let columns = batch.saturating_mul(tiles(f4::M));
+    if forced || products(2) < products(f4::M) || columns.saturating_mul(2) < channels {
+        2
+    } else {
+        f4::M
     }
 }
 
@@ -80,12 +115,20 @@ struct Plan {
     pad: usize,
     ho: usize,
     wo: usize,
+    /// Output-tile side: 2 for F(2×2, 3×3), [`f4::M`] for F(4×4, 3×3).
+    m: usize,
     tiles_y: usize,
     tiles_x: usize,
 }
 
 impl Plan {
+    /// An F(2×2, 3×3) plan.
     fn new(c_in: usize, c_out: usize, h: usize, w: usize, pad: usize) -> Self {
+        Self::with_tile(c_in, c_out, h, w, pad, 2)
+    }
+
+    /// A plan with `m × m` output tiles (2 or [`f4::M`]).
+    fn with_tile(c_in: usize, c_out: usize, h: usize, w: usize, pad: usize, m: usize) -> Self {
         let (ho, wo) = (h + 2 * pad - 2, w + 2 * pad - 2);
         Self {
             c_in,
@@ -95,9 +138,15 @@ impl Plan {
             pad,
             ho,
             wo,
-            tiles_y: ho.div_ceil(2),
-            tiles_x: wo.div_ceil(2),
+            m,
+            tiles_y: ho.div_ceil(m),
+            tiles_x: wo.div_ceil(m),
         }
+    }
+
+    /// Products per tile and channel pair: `(m + 2)²`.
+    fn xis(&self) -> usize {
+        (self.m + 2) * (self.m + 2)
     }
 
     fn tiles(&self) -> usize {
@@ -106,13 +155,13 @@ impl Plan {
 
     /// Rows and columns of the zero-padded plane that covers every tile.
     fn padded(&self) -> (usize, usize) {
-        (2 * self.tiles_y + 2, 2 * self.tiles_x + 2)
+        (self.m * self.tiles_y + 2, self.m * self.tiles_x + 2)
     }
 
     /// Images per chunk: as many as fit [`CHUNK_BYTES`], rounded down to whole blocks of
     /// [`LANES`], and at least one block.
     fn images_per_chunk(&self) -> usize {
-        let per_image = 16 * (self.c_in + self.c_out) * self.tiles() * 4;
+        let per_image = self.xis() * (self.c_in + self.c_out) * self.tiles() * 4;
         let fit = CHUNK_BYTES / per_image.max(1);
         (fit / LANES).max(1) * LANES
     }
@@ -169,30 +218,30 @@ impl Buffers {
 fn run(p: &Plan, x: &[f32], u: &[f32], out: &mut [f32], epi: Option<&Epilogue<'_>>, q: Option<&Packing>) {
     let (img_in, ohw, tiles) = (p.c_in * p.h * p.w, p.ho * p.wo, p.tiles());
     let img_out = p.c_out * ohw;
-    let nb = p.images_per_chunk();
+    let (nb, xis) = (p.images_per_chunk(), p.xis());
     let mut bufs = Buffers::take();
     let Buffers(v, m, staged) = &mut bufs;
     for (xs, os) in x.chunks(nb * img_in).zip(out.chunks_mut(nb * img_out)) {
         let n = xs.len() / img_in;
         let st = Strides::new(n * tiles, p.c_out);
         // Every value the GEMMs read is written first: no zeroing needed.
-        v.resize(16 * p.c_in * st.row, 0.0);
-        m.resize(16 * st.m_plane, 0.0);
+        v.resize(xis * p.c_in * st.row, 0.0);
+        m.resize(xis * st.m_plane, 0.0);
         staged.resize(p.c_out * n * ohw, 0.0);
         // Input transform, laid out `[c][ξ][tile]` so each channel is one task's contiguous block.
-        v.par_chunks_mut(16 * st.row)
+        v.par_chunks_mut(xis * st.row)
             .enumerate()
             .for_each_init(InputScratch::default, |s, (c, vc)| {
                 wide(InputChannel { p, xs, c, vc, st, s, q });
             });
-        // 16 GEMMs, one per ξ: M[ξ] (c_out × tiles, row stride `row`) = U[ξ] · V[ξ].
-        m[..16 * st.m_plane]
+        // One GEMM per ξ: M[ξ] (c_out × tiles, row stride `row`) = U[ξ] · V[ξ].
+        m[..xis * st.m_plane]
             .par_chunks_mut(st.m_plane)
             .enumerate()
             .for_each(|(xi, mx)| {
                 let a = MatRef::row_major(&u[xi * p.c_out * p.c_in..(xi + 1) * p.c_out * p.c_in], p.c_out, p.c_in);
-                // V[ξ] is `c_in × tiles` with row stride 16·row.
-                let vx = MatRef::strided(&v[xi * st.row..], p.c_in, st.tiles, 16 * st.row, 1);
+                // V[ξ] is `c_in × tiles` with row stride xis·row.
+                let vx = MatRef::strided(&v[xi * st.row..], p.c_in, st.tiles, xis * st.row, 1);
                 matmul(mx, st.row, a, vx, false);
             });
         // Output transform by channel into `staged[o][b]`, then into the images.
@@ -232,16 +281,43 @@ pub(crate) fn forward(
     epi: Option<&Epilogue<'_>>,
     q: Option<&Packing>,
 ) {
-    let plan = Plan::new(g.c_in, g.c_out, g.h, g.w, g.padding);
-    let u = transform_filter(w, g.c_out, g.c_in);
+    let m = tile_side(g.batch, g.h_out(), g.w_out(), g.c_in.max(g.c_out));
+    forward_tiled(g, x, w, out, epi, q, m);
+}
+
+/// [`forward`] with `m × m` output tiles (2 or [`f4::M`]).
+fn forward_tiled(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    out: &mut [f32],
+    epi: Option<&Epilogue<'_>>,
+    q: Option<&Packing>,
+    m: usize,
+) {
+    let plan = Plan::with_tile(g.c_in, g.c_out, g.h, g.w, g.padding, m);
+    let u = if m == f4::M {
+        f4::transform_filter(w, g.c_out, g.c_in, false)
+    } else {
+        transform_filter(w, g.c_out, g.c_in)
+    };
     run(&plan, x, &u, out, epi, q);
 }
 
 /// `dx = convᵀ(dy, w)` for a geometry where [`applies`] holds: a stride-1 3×3 convolution of
 /// `dy` with padding `2 − p` and the rotated, transposed filter (transformed straight from `w`).
 pub(crate) fn grad_input(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
-    let plan = Plan::new(g.c_out, g.c_in, g.h_out(), g.w_out(), 2 - g.padding);
-    let u = transform_filter_rotated(w, g.c_out, g.c_in);
+    grad_input_tiled(g, dy, w, dx, tile_side(g.batch, g.h, g.w, g.c_in.max(g.c_out)));
+}
+
+/// [`grad_input`] with `m × m` output tiles (2 or [`f4::M`]).
+fn grad_input_tiled(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32], m: usize) {
+    let plan = Plan::with_tile(g.c_out, g.c_in, g.h_out(), g.w_out(), 2 - g.padding, m);
+    let u = if m == f4::M {
+        f4::transform_filter(w, g.c_out, g.c_in, true)
+    } else {
+        transform_filter_rotated(w, g.c_out, g.c_in)
+    };
     run(&plan, dy, &u, dx, None, None);
 }
 
@@ -317,6 +393,96 @@ mod tests {
         }
     }
 
+    /// A pseudo-random value in `[-scale, scale)` (a SplitMix64 hash of `i`).
+    fn value(i: usize, scale: f32) -> f32 {
+        let mut z = (i as u64).wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        ((z >> 40) as f32 / (1u64 << 23) as f32 - 1.0) * scale
+    }
+
+    /// Max |got − want| over max |want| (at least 1e-3).
+    fn rel_err(got: &[f32], want: &[f64]) -> f64 {
+        let diff = got
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (*a as f64 - b).abs())
+            .fold(0.0, f64::max);
+        diff / want.iter().map(|v| v.abs()).fold(1e-3, f64::max)
+    }
+
+    /// The f64 direct sums `(y, dx)` of a padding-1 3×3 convolution and its transpose.
+    fn direct(g: &ConvGeometry, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f64>, Vec<f64>) {
+        let (c_in, c_out, h, wd) = (g.c_in, g.c_out, g.h, g.w);
+        let (mut y, mut dx) = (
+            vec![0.0f64; g.batch * c_out * h * wd],
+            vec![0.0f64; g.batch * c_in * h * wd],
+        );
+        for b in 0..g.batch {
+            for o in 0..c_out {
+                for i in 0..c_in {
+                    for k in 0..9 {
+                        let wk = w[(o * c_in + i) * 9 + k] as f64;
+                        for oy in 0..h {
+                            let iy = (oy + k / 3).wrapping_sub(1);
+                            for ox in 0..wd {
+                                let ix = (ox + k % 3).wrapping_sub(1);
+                                if iy < h && ix < wd {
+                                    let (xi, yo) = (
+                                        ((b * c_in + i) * h + iy) * wd + ix,
+                                        ((b * c_out + o) * h + oy) * wd + ox,
+                                    );
+                                    y[yo] += wk * x[xi] as f64;
+                                    dx[xi] += wk * dy[yo] as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        (y, dx)
+    }
+
+    #[test]
+    fn both_tile_sizes_match_the_f64_direct_sum_on_wide_layers() {
+        // ResNet-18's 256 @ 8² and 512 @ 4² shapes at batch 2 (F(4×4, 3×3) is forced here;
+        // `tile_side` picks it for these layers from batch 32 and 256).
+        for (c, hw) in [(256usize, 8usize), (512, 4)] {
+            let g = ConvGeometry {
+                batch: 2,
+                h: hw,
+                w: hw,
+                ..geometry(c, 3, 1, 1)
+            };
+            let x: Vec<f32> = (0..2 * c * hw * hw).map(|i| value(i, 1.0)).collect();
+            let w: Vec<f32> = (0..c * c * 9).map(|i| value(i + 17, 0.05)).collect();
+            let dy: Vec<f32> = (0..2 * c * hw * hw).map(|i| value(i + 5, 1.0)).collect();
+            let (y64, dx64) = direct(&g, &x, &w, &dy);
+            for (m, bound) in [(f4::M, 3e-5), (2, 1e-5)] {
+                let (mut y, mut dx) = (vec![f32::NAN; y64.len()], vec![0.0f32; dx64.len()]);
+                forward_tiled(&g, &x, &w, &mut y, None, None, m);
+                grad_input_tiled(&g, &dy, &w, &mut dx, m);
+                let (ey, edx) = (rel_err(&y, &y64), rel_err(&dx, &dx64));
+                println!("{c} @ {hw}², m {m}: y {ey:.2e}, dx {edx:.2e}");
+                assert!(ey < bound && edx < bound, "{c} @ {hw}², m {m}: y {ey:e}, dx {edx:e}");
+                assert!(ey > 0.0 && edx > 0.0, "the comparison must see some f32 rounding");
+            }
+        }
+    }
+
+    #[test]
+    fn the_tile_side_follows_the_columns_and_the_products() {
+        assert_eq!(tile_side(64, 16, 16, 128), f4::M);
+        assert_eq!(tile_side(64, 8, 8, 256), f4::M); // 256 columns
+        assert_eq!(tile_side(63, 8, 8, 512), 2); // 252 columns < 256
+        assert_eq!(tile_side(64, 8, 8, 512), f4::M);
+        assert_eq!(tile_side(64, 4, 4, 512), 2); // 64 columns
+        assert_eq!(tile_side(1024, 2, 2, 64), 2); // 16 products against 36
+        assert_eq!(tile_side(1024, 3, 3, 64), f4::M); // 64 products against 36
+        assert_eq!(tile_side(usize::MAX, 4, 4, 64), f4::M);
+    }
+
     #[test]
     fn the_threshold_follows_the_vector_width() {
         let want = if crate::wide::vector_isa() == "avx512f" {
@@ -332,7 +498,13 @@ mod tests {
         let (auto, always, off) = (WinogradPolicy::Auto, WinogradPolicy::Always, WinogradPolicy::Off);
         assert!(applies(&geometry(256, 3, 1, 1), auto));
         assert!(applies(&geometry(128, 3, 1, 1), auto));
-        assert_eq!(applies(&geometry(64, 3, 1, 1), auto), auto_min_channels() <= 64);
+        assert!(applies(&geometry(64, 3, 1, 1), auto));
+        assert!(!applies(&geometry(63, 3, 1, 1), auto));
+        assert_eq!(
+            applies_to_weight_grad(&geometry(64, 3, 1, 1), auto),
+            auto_min_channels() <= 64
+        );
+        assert!(applies_to_weight_grad(&geometry(128, 3, 1, 1), auto));
         assert!(!applies(&geometry(32, 3, 1, 1), auto));
         assert!(applies_from(&geometry(64, 3, 1, 1), auto, 64));
         assert!(!applies_from(&geometry(64, 3, 1, 1), auto, 128));

@@ -118,7 +118,12 @@ impl Kernel for InputChannel<'_> {
             let lanes = block_lanes(n, k);
             let planes = &self.xs[k * LANES * img + self.c * hw..];
             s.load_block(planes, img, (p.h, p.w), lanes, p.pad, wp, self.q);
-            transform_block(p, &s.padded, lanes, k * LANES * p.tiles(), self.vc, self.st.row);
+            let base = k * LANES * p.tiles();
+            if p.m == super::f4::M {
+                super::f4::transform_block(p, &s.padded, lanes, base, self.vc, self.st.row);
+            } else {
+                transform_block(p, &s.padded, lanes, base, self.vc, self.st.row);
+            }
         }
     }
 }
@@ -175,7 +180,11 @@ impl Kernel for OutputChannel<'_> {
         for k in 0..self.n.div_ceil(LANES) {
             let lanes = block_lanes(self.n, k);
             let base = self.o * self.st.row + k * LANES * p.tiles();
-            untransform_block(p, self.m, self.st.m_plane, base, lanes, self.grid);
+            if p.m == super::f4::M {
+                super::f4::untransform_block(p, self.m, self.st.m_plane, base, lanes, self.grid);
+            } else {
+                untransform_block(p, self.m, self.st.m_plane, base, lanes, self.grid);
+            }
             let dst = &mut self.staged[k * LANES * ohw..];
             if lanes == LANES {
                 deinterleave16(self.grid, ohw, ohw, dst);
