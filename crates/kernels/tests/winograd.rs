@@ -1,5 +1,5 @@
-//! Winograd against an f64 direct loop and against im2col: forward and input gradient
-//! (F(4×4, 3×3), or F(2×2, 3×3) on outputs under 4 × 4) and weight gradient (F(2×2, 3×3)) over
+//! Winograd (F(4×4, 3×3), or F(2×2, 3×3) where the batch gives too few tiles) against an f64
+//! direct loop and against im2col: forward, input gradient and weight gradient over
 //! random shapes (1e-4 relative), its f32 error on ResNet-18's layer shapes, and determinism
 //! across thread counts. Its own test binary, because it switches the process-wide Winograd
 //! setting.
@@ -74,11 +74,11 @@ fn winograd_error_on_resnet18_layers_is_bounded() {
         println!(
             "{c}x{c}@{hw}: winograd y {wy:.2e} dx {wdx:.2e} dw {wdw:.2e}; im2col y {iy:.2e} dx {idx:.2e} dw {idw:.2e}"
         );
-        // The forward and input gradient run F(4×4, 3×3), whose constants (1/6, 1/24, 5, 8) cost
-        // ten to twenty times im2col's f32 error (measured 0.6–1.7e-5 of the largest output); the
-        // weight gradient runs F(2×2, 3×3), which adds and halves only.
+        // F(4×4, 3×3) where it runs (64 @ 32² at batch 1; the others have too few tiles), whose
+        // constants (1/6, 1/24, 5, 8) cost ten to twenty times im2col's f32 error (measured
+        // 0.4–1.7e-5 of the largest output); F(2×2, 3×3) adds and halves only.
         assert!(
-            wy < 3e-5 && wdx < 3e-5 && wdw < 1e-5,
+            wy < 3e-5 && wdx < 3e-5 && wdw < 3e-5,
             "winograd error {wy:e} / {wdx:e} / {wdw:e} on {c}@{hw}"
         );
         worst = worst.max(wy).max(wdx).max(wdw);

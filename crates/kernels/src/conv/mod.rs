@@ -5,7 +5,7 @@
 //! |---|---|
 //! | dense (`groups = 1`), any kernel, stride, padding, dilation | im2col + AVX-512/AVX2 GEMM, images batched into one GEMM when the output plane is small |
 //! | 1×1, stride 1, unpadded | the input is the GEMM operand (no im2col) |
-//! | 3×3, stride 1, ≥ 64 channels in and out (forward and input gradient); the weight gradient from 128 channels on the AVX-512 path, 64 on narrower vectors | Winograd: F(4×4, 3×3) (36 GEMMs) where the batch gives its GEMMs at least half as many columns as channels, else F(2×2, 3×3) (16 GEMMs), over tiles transformed sixteen images at a time; the weight gradient through F(2×2, 3×3)'s adjoint ([`WinogradPolicy`]; `QUARC_WINOGRAD=off`/`always`) |
+//! | 3×3, stride 1, ≥ 64 channels in and out (forward, input gradient and weight gradient) | Winograd: F(4×4, 3×3) (36 GEMMs) where the batch gives its GEMMs at least half as many columns as channels, else F(2×2, 3×3) (16 GEMMs), over tiles transformed sixteen images at a time; the weight gradient through the transforms' adjoints ([`WinogradPolicy`]; `QUARC_WINOGRAD=off`/`always`) |
 //! | dense with a per-tensor LSQ input quantizer ([`conv2d_lsq_input`]) | the fake-quant applied while packing the im2col operand, or to the planes the Winograd transform interleaves |
 //! | depthwise (`groups = c_in = c_out`) | direct loop per NCHW plane: a zero-padded, stride-phase-split copy makes every tap one contiguous run; planes of ≤ 100 values sixteen channels at a time (one per vector lane), 3×3 stride-1 taps row by row; AVX-512/AVX2 picked at run time |
 //! | anything else, non-f32, CUDA, Metal | candle's `Tensor::conv2d` |
@@ -148,15 +148,14 @@ pub fn set_cpu_engine(engine: CpuConvEngine) {
     );
 }
 
-/// When stride-1 3×3 convolutions use Winograd (F(4×4, 3×3) or F(2×2, 3×3) for the forward pass
-/// and the input gradient, F(2×2, 3×3) for the weight gradient) instead of im2col.
+/// When stride-1 3×3 convolutions use Winograd (F(4×4, 3×3) or F(2×2, 3×3); forward pass, input
+/// and weight gradients) instead of im2col.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WinogradPolicy {
     /// Never.
     Off,
-    /// Where it measured faster: the forward and input gradient from 64 channels in and out;
-    /// the weight gradient from 128 on the AVX-512 path, 64 on the AVX2 and baseline paths
-    /// (docs/performance.md has the A/B tables). The default.
+    /// Where it measured faster: from 64 channels in and out (docs/performance.md has the A/B
+    /// tables). The default.
     Auto,
     /// For every eligible shape (≥ 1 channel): tests and benchmarks.
     Always,

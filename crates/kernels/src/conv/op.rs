@@ -219,7 +219,7 @@ impl CustomOp2 for GradWeight {
             _ if g.batch == 0 => {}
             ConvKind::Dense => {
                 let packing = self.quant.map(Packing::new);
-                if winograd::applies_to_weight_grad(&g, winograd_policy()) {
+                if winograd::applies(&g, winograd_policy()) {
                     winograd::grad_weight(&g, x, dy, &mut dw, packing.as_ref())
                 } else {
                     dense::grad_weight(&g, x, dy, &mut dw, packing.as_ref())

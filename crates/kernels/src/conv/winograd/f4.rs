@@ -1,7 +1,7 @@
 //! Winograd F(4×4, 3×3): each 4×4 output tile from a 6×6 input tile with 36 products per
 //! (input, output) channel pair instead of F(2×2, 3×3)'s 64 for the same 16 outputs, so the
-//! 36 GEMMs do 0.5625× the multiplications of F(2×2, 3×3)'s 16. Used for the forward and the
-//! input gradient; the weight gradient stays on F(2×2, 3×3).
+//! 36 GEMMs do 0.5625× the multiplications of F(2×2, 3×3)'s 16. Used for the forward, the
+//! input gradient and, through its adjoint (`A ∂y Aᵀ` and `Gᵀ ∂U G`), the weight gradient.
 //!
 //! The matrices are Lavin & Gray's (2016), interpolation points 0, 1, −1, 2, −2 and ∞:
 //!
@@ -210,6 +210,123 @@ impl Kernel for FilterRow<'_> {
     }
 }
 
+/// `A y` for four values `y` (`A = (Aᵀ)ᵀ`, 6 × 4), lane by lane.
+#[inline(always)]
+fn a(y: &[Lanes; M]) -> [Lanes; ALPHA] {
+    let mut v = [[0.0f32; LANES]; ALPHA];
+    for l in 0..LANES {
+        let (y0, y1, y2, y3) = (y[0][l], y[1][l], y[2][l], y[3][l]);
+        let (e1, o1, e2, o2) = (y0 + y2, y1 + y3, y0 + 4.0 * y2, 2.0 * y1 + 8.0 * y3);
+        v[0][l] = y0;
+        v[1][l] = e1 + o1;
+        v[2][l] = e1 - o1;
+        v[3][l] = e2 + o2;
+        v[4][l] = e2 - o2;
+        v[5][l] = y3;
+    }
+    v
+}
+
+/// `Gᵀ u` for six values `u`, lane by lane.
+#[inline(always)]
+fn gt(u: &[Lanes; ALPHA]) -> [Lanes; 3] {
+    let mut g = [[0.0f32; LANES]; 3];
+    for l in 0..LANES {
+        let (u0, u1, u2, u3, u4, u5) = (u[0][l], u[1][l], u[2][l], u[3][l], u[4][l], u[5][l]);
+        g[0][l] = 0.25 * u0 - (u1 + u2) / 6.0 + (u3 + u4) / 24.0;
+        g[1][l] = (u2 - u1) / 6.0 + (u3 - u4) / 12.0;
+        g[2][l] = (u3 + u4 - u1 - u2) / 6.0 + u5;
+    }
+    g
+}
+
+/// `A ȳ Aᵀ` (6 × 6) for every 4 × 4 tile of one interleaved block of output gradients (`grid`,
+/// `4·tiles_y × 4·tiles_x` positions, zero past the output), stored from column `base` of the
+/// 36 rows of `dmo` (stride `row`): the weight gradient's lift, the adjoint of [`untransform_block`].
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // `j` indexes a column of four rows
+pub(super) fn lift_block(p: &Plan, grid: &[f32], lanes: usize, base: usize, dmo: &mut [f32], row: usize) {
+    let wg = M * p.tiles_x;
+    for ty in 0..p.tiles_y {
+        for tx in 0..p.tiles_x {
+            // r = A ȳ column by column (6 × 4), then each row of r times Aᵀ.
+            let mut r = [[[0.0f32; LANES]; M]; ALPHA];
+            for j in 0..M {
+                let mut col = [[0.0f32; LANES]; M];
+                for (i, c) in col.iter_mut().enumerate() {
+                    *c = load(grid, ((M * ty + i) * wg + M * tx + j) * LANES, LANES);
+                }
+                for (i, v) in a(&col).iter().enumerate() {
+                    r[i][j] = *v;
+                }
+            }
+            let at_col = base + (ty * p.tiles_x + tx) * lanes;
+            for (i, ri) in r.iter().enumerate() {
+                for (j, v) in a(ri).iter().enumerate() {
+                    store(dmo, (i * ALPHA + j) * row + at_col, v, lanes);
+                }
+            }
+        }
+    }
+}
+
+/// `dw[f] = Gᵀ dU[f] G` (3 × 3) for `du` laid out `[ξ][f]` (36 planes of `filters`), sixteen
+/// filters at a time across lanes: the adjoint of [`transform_filter`].
+pub(super) fn untransform_filter(du: &[f32], filters: usize, dw: &mut [f32]) {
+    const PER_TASK: usize = 64 * LANES;
+    dw.par_chunks_mut(PER_TASK * 9).enumerate().for_each(|(t, dw)| {
+        wide(FilterUntransform {
+            du,
+            filters,
+            first: t * PER_TASK,
+            dw,
+        })
+    });
+}
+
+/// Filters `first..first + dw.len() / 9` of [`untransform_filter`].
+struct FilterUntransform<'a> {
+    du: &'a [f32],
+    filters: usize,
+    first: usize,
+    dw: &'a mut [f32],
+}
+
+impl Kernel for FilterUntransform<'_> {
+    type Out = ();
+
+    #[inline(always)]
+    #[allow(clippy::needless_range_loop)] // `j` indexes a column of six rows
+    fn run(self) {
+        let count = self.dw.len() / 9;
+        for oi in (0..count).step_by(LANES) {
+            let lanes = LANES.min(count - oi);
+            // t = Gᵀ u column by column (3 × 6), then each row of t times G.
+            let mut t = [[[0.0f32; LANES]; ALPHA]; 3];
+            for j in 0..ALPHA {
+                let mut col = [[0.0f32; LANES]; ALPHA];
+                for (i, c) in col.iter_mut().enumerate() {
+                    *c = load(self.du, (i * ALPHA + j) * self.filters + self.first + oi, lanes);
+                }
+                for (i, v) in gt(&col).iter().enumerate() {
+                    t[i][j] = *v;
+                }
+            }
+            let mut g = [[0.0f32; LANES]; 9];
+            for (i, ti) in t.iter().enumerate() {
+                for (j, v) in gt(ti).iter().enumerate() {
+                    g[i * 3 + j] = *v;
+                }
+            }
+            for (lane, taps) in self.dw[oi * 9..(oi + lanes) * 9].chunks_exact_mut(9).enumerate() {
+                for (k, tap) in taps.iter_mut().enumerate() {
+                    *tap = g[k][lane];
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,5 +460,36 @@ mod tests {
                 }
             }
         }
+    }
+    #[test]
+    fn the_lift_and_the_filter_untransform_are_the_adjoints() {
+        // ⟨untransform(s), ȳ⟩ = ⟨s, lift(ȳ)⟩ on one 4 × 4 tile, and ⟨transform(g), u⟩ = ⟨g, untransform(u)⟩
+        // for 19 filters (a block of sixteen and a partial one).
+        let p = Plan::with_tile(1, 1, 4, 4, 1, M);
+        let s: Vec<f32> = (0..36).map(|i| value(i + 40)).collect();
+        let ybar: Vec<f32> = (0..16).map(|i| value(i + 90)).collect();
+        let mut grid = vec![0.0f32; 16 * LANES];
+        let mut m = vec![0.0f32; 36];
+        m.copy_from_slice(&s);
+        untransform_block(&p, &m, 1, 0, 1, &mut grid);
+        let lhs: f64 = (0..16).map(|k| grid[k * LANES] as f64 * ybar[k] as f64).sum();
+        let mut yg = vec![0.0f32; 16 * LANES];
+        for (k, v) in ybar.iter().enumerate() {
+            yg[k * LANES] = *v;
+        }
+        let mut lifted = vec![0.0f32; 36];
+        lift_block(&p, &yg, 1, 0, &mut lifted, 1);
+        let rhs: f64 = s.iter().zip(&lifted).map(|(a, b)| *a as f64 * *b as f64).sum();
+        assert!((lhs - rhs).abs() <= 1e-4 * lhs.abs().max(1.0), "lift: {lhs} vs {rhs}");
+
+        let filters = 19;
+        let g: Vec<f32> = (0..filters * 9).map(|i| value(i + 7)).collect();
+        let u: Vec<f32> = (0..36 * filters).map(|i| value(i + 300)).collect();
+        let tg = transform_filter(&g, 1, filters, false);
+        let mut ug = vec![f32::NAN; filters * 9];
+        untransform_filter(&u, filters, &mut ug);
+        let lhs: f64 = tg.iter().zip(&u).map(|(a, b)| *a as f64 * *b as f64).sum();
+        let rhs: f64 = g.iter().zip(&ug).map(|(a, b)| *a as f64 * *b as f64).sum();
+        assert!((lhs - rhs).abs() <= 1e-4 * lhs.abs().max(1.0), "filter: {lhs} vs {rhs}");
     }
 }

@@ -1,5 +1,5 @@
-//! Winograd convolution for dense stride-1 3×3 layers: F(4×4, 3×3) or F(2×2, 3×3) for the
-//! forward and the input gradient, F(2×2, 3×3) for the weight gradient.
+//! Winograd convolution for dense stride-1 3×3 layers, F(4×4, 3×3) or F(2×2, 3×3): forward,
+//! input gradient and weight gradient.
 //!
 //! Each `m × m` output tile is computed from an `(m + 2)²` input tile: the input tile is
 //! transformed `V = Bᵀ d B`, the filter `U = G g Gᵀ`, the `(m + 2)²` products `M = U ⊙ V` are
@@ -38,28 +38,22 @@ use super::input_quant::Packing;
 use crate::copy::copy_short;
 use crate::gemm::{MatRef, matmul};
 use crate::transpose::LANES;
-use crate::wide::{Isa, isa, wide};
+use crate::wide::wide;
 
 /// Bytes of transformed input plus products a chunk of images aims for.
 const CHUNK_BYTES: usize = 8 << 20;
 
-/// Whether the forward and the input gradient run this geometry on Winograd under `policy`:
-/// dense, 3×3, stride 1, no dilation, padding ≤ 2, and under [`WinogradPolicy::Auto`] at least
-/// [`MIN_CHANNELS`] channels in and out.
+/// Whether Winograd runs this geometry under `policy` (forward, input gradient and weight
+/// gradient): dense, 3×3, stride 1, no dilation, padding ≤ 2, and under
+/// [`WinogradPolicy::Auto`] at least [`MIN_CHANNELS`] channels in and out.
 pub(crate) fn applies(g: &ConvGeometry, policy: WinogradPolicy) -> bool {
     applies_from(g, policy, MIN_CHANNELS)
 }
 
-/// Whether the weight gradient runs this geometry on Winograd F(2×2, 3×3) under `policy`: as
-/// [`applies`], with [`auto_min_channels`] channels under `Auto`.
-pub(crate) fn applies_to_weight_grad(g: &ConvGeometry, policy: WinogradPolicy) -> bool {
-    applies_from(g, policy, auto_min_channels())
-}
-
-/// The fewest channels (in and out) for which `Auto` runs the forward and the input gradient on
-/// Winograd (mostly F(4×4, 3×3)). At ResNet-18's 64 @ 32² layer it measured 1.18× (forward)
-/// and 1.33× (input gradient) of im2col on Zen 5's AVX-512 path, 1.8× and 1.7× of F(2×2, 3×3)
-/// on its AVX2 path (docs/performance.md).
+/// The fewest channels (in and out) for which `Auto` picks Winograd (mostly F(4×4, 3×3)) over
+/// im2col. At ResNet-18's 64 @ 32² layer on Zen 5's AVX-512 path it measured 1.18× (forward),
+/// 1.33× (input gradient) and 1.63× (weight gradient) of im2col (docs/performance.md); on the
+/// AVX2 path F(2×2, 3×3) alone had measured 1.29–1.49× on Zen 1.
 const MIN_CHANNELS: usize = 64;
 
 /// [`applies`] with `Auto`'s channel threshold given.
@@ -69,19 +63,6 @@ fn applies_from(g: &ConvGeometry, policy: WinogradPolicy, min_channels: usize) -
         WinogradPolicy::Off => false,
         WinogradPolicy::Always => eligible,
         WinogradPolicy::Auto => eligible && g.c_in >= min_channels && g.c_out >= min_channels,
-    }
-}
-
-/// The fewest channels (in and out) for which `Auto` runs the weight gradient on Winograd
-/// F(2×2, 3×3) rather than im2col: 128 on the AVX-512 path, 64 on narrower vectors. The
-/// transforms' work grows with the channels, the multiplications saved with their square; where
-/// the GEMM runs at twice the width, the transforms' share is larger. Measured against im2col at
-/// ResNet-18's 64 @ 32² layer (docs/performance.md): 0.94× on Zen 5 and 1.17× on Zen 4
-/// (AVX-512 path), 1.49× on Zen 1 (AVX2 path).
-pub(crate) fn auto_min_channels() -> usize {
-    match isa() {
-        Isa::Avx512 => 128,
-        Isa::Avx2 | Isa::Sse2 => 64,
     }
 }
 
@@ -123,6 +104,7 @@ struct Plan {
 
 impl Plan {
     /// An F(2×2, 3×3) plan.
+    #[cfg(test)]
     fn new(c_in: usize, c_out: usize, h: usize, w: usize, pad: usize) -> Self {
         Self::with_tile(c_in, c_out, h, w, pad, 2)
     }
@@ -322,22 +304,28 @@ fn grad_input_tiled(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32], m: 
 }
 
 /// `dw = Σ_images ∂conv(q(x), w)/∂w · dy` for a geometry where [`applies`] holds: the input
-/// tiles as in the forward, the output gradient's tiles lifted (`A ∂y Aᵀ`), sixteen GEMMs
+/// tiles as in the forward, the output gradient's tiles lifted (`A ∂y Aᵀ`), one GEMM per `ξ`
 /// accumulated chunk after chunk (a fixed order: the chunking depends on the shapes only), and
 /// the filter transform's adjoint at the end.
 pub(crate) fn grad_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32], q: Option<&Packing>) {
-    let p = Plan::new(g.c_in, g.c_out, g.h, g.w, g.padding);
+    let m = tile_side(g.batch, g.h_out(), g.w_out(), g.c_in.max(g.c_out));
+    grad_weight_tiled(g, x, dy, dw, q, m);
+}
+
+/// [`grad_weight`] with `m × m` output tiles (2 or [`f4::M`]).
+fn grad_weight_tiled(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32], q: Option<&Packing>, m: usize) {
+    let p = Plan::with_tile(g.c_in, g.c_out, g.h, g.w, g.padding, m);
     let (img_in, img_out, tiles) = (p.c_in * p.h * p.w, p.c_out * p.ho * p.wo, p.tiles());
-    let nb = p.images_per_chunk();
+    let (nb, xis) = (p.images_per_chunk(), p.xis());
     let plane = p.c_out * p.c_in;
-    let mut du = vec![0.0f32; 16 * plane];
+    let mut du = vec![0.0f32; xis * plane];
     let mut bufs = Buffers::take();
     let Buffers(v, dm, _) = &mut bufs;
     for (i, (xs, dys)) in x.chunks(nb * img_in).zip(dy.chunks(nb * img_out)).enumerate() {
         let st = Strides::new(xs.len() / img_in * tiles, p.c_out);
-        v.resize(16 * p.c_in * st.row, 0.0);
-        dm.resize(16 * p.c_out * st.row, 0.0);
-        v.par_chunks_mut(16 * st.row)
+        v.resize(xis * p.c_in * st.row, 0.0);
+        dm.resize(xis * p.c_out * st.row, 0.0);
+        v.par_chunks_mut(xis * st.row)
             .enumerate()
             .for_each_init(InputScratch::default, |s, (c, vc)| {
                 wide(InputChannel {
@@ -350,7 +338,7 @@ pub(crate) fn grad_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32
                     q,
                 });
             });
-        dm.par_chunks_mut(16 * st.row)
+        dm.par_chunks_mut(xis * st.row)
             .enumerate()
             .for_each_init(InputScratch::default, |s, (o, dmo)| {
                 wide(GradTiles {
@@ -364,13 +352,17 @@ pub(crate) fn grad_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32
             });
         // dU[ξ] (c_out × c_in) += dM[ξ] (c_out × tiles) · V[ξ]ᵀ (tiles × c_in).
         du.par_chunks_mut(plane).enumerate().for_each(|(xi, dux)| {
-            let a = MatRef::strided(&dm[xi * st.row..], p.c_out, st.tiles, 16 * st.row, 1);
-            let b = MatRef::strided(&v[xi * st.row..], p.c_in, st.tiles, 16 * st.row, 1).t();
+            let a = MatRef::strided(&dm[xi * st.row..], p.c_out, st.tiles, xis * st.row, 1);
+            let b = MatRef::strided(&v[xi * st.row..], p.c_in, st.tiles, xis * st.row, 1).t();
             matmul(dux, p.c_in, a, b, i > 0);
         });
     }
     bufs.put_back();
-    untransform_filter(&du, plane, dw);
+    if m == f4::M {
+        f4::untransform_filter(&du, plane, dw);
+    } else {
+        untransform_filter(&du, plane, dw);
+    }
 }
 
 #[cfg(test)]
@@ -411,13 +403,14 @@ mod tests {
         diff / want.iter().map(|v| v.abs()).fold(1e-3, f64::max)
     }
 
-    /// The f64 direct sums `(y, dx)` of a padding-1 3×3 convolution and its transpose.
-    fn direct(g: &ConvGeometry, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f64>, Vec<f64>) {
+    /// The f64 direct sums `(y, dx, dw)` of a padding-1 3×3 convolution and its gradients.
+    fn direct(g: &ConvGeometry, x: &[f32], w: &[f32], dy: &[f32]) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let (c_in, c_out, h, wd) = (g.c_in, g.c_out, g.h, g.w);
         let (mut y, mut dx) = (
             vec![0.0f64; g.batch * c_out * h * wd],
             vec![0.0f64; g.batch * c_in * h * wd],
         );
+        let mut dw = vec![0.0f64; w.len()];
         for b in 0..g.batch {
             for o in 0..c_out {
                 for i in 0..c_in {
@@ -434,6 +427,7 @@ mod tests {
                                     );
                                     y[yo] += wk * x[xi] as f64;
                                     dx[xi] += wk * dy[yo] as f64;
+                                    dw[(o * c_in + i) * 9 + k] += x[xi] as f64 * dy[yo] as f64;
                                 }
                             }
                         }
@@ -441,7 +435,7 @@ mod tests {
                 }
             }
         }
-        (y, dx)
+        (y, dx, dw)
     }
 
     #[test]
@@ -458,15 +452,23 @@ mod tests {
             let x: Vec<f32> = (0..2 * c * hw * hw).map(|i| value(i, 1.0)).collect();
             let w: Vec<f32> = (0..c * c * 9).map(|i| value(i + 17, 0.05)).collect();
             let dy: Vec<f32> = (0..2 * c * hw * hw).map(|i| value(i + 5, 1.0)).collect();
-            let (y64, dx64) = direct(&g, &x, &w, &dy);
+            let (y64, dx64, dw64) = direct(&g, &x, &w, &dy);
             for (m, bound) in [(f4::M, 3e-5), (2, 1e-5)] {
                 let (mut y, mut dx) = (vec![f32::NAN; y64.len()], vec![0.0f32; dx64.len()]);
+                let mut dw = vec![f32::NAN; dw64.len()];
                 forward_tiled(&g, &x, &w, &mut y, None, None, m);
                 grad_input_tiled(&g, &dy, &w, &mut dx, m);
-                let (ey, edx) = (rel_err(&y, &y64), rel_err(&dx, &dx64));
-                println!("{c} @ {hw}², m {m}: y {ey:.2e}, dx {edx:.2e}");
-                assert!(ey < bound && edx < bound, "{c} @ {hw}², m {m}: y {ey:e}, dx {edx:e}");
-                assert!(ey > 0.0 && edx > 0.0, "the comparison must see some f32 rounding");
+                grad_weight_tiled(&g, &x, &dy, &mut dw, None, m);
+                let (ey, edx, edw) = (rel_err(&y, &y64), rel_err(&dx, &dx64), rel_err(&dw, &dw64));
+                println!("{c} @ {hw}², m {m}: y {ey:.2e}, dx {edx:.2e}, dw {edw:.2e}");
+                assert!(
+                    ey < bound && edx < bound && edw < bound,
+                    "{c} @ {hw}², m {m}: y {ey:e}, dx {edx:e}, dw {edw:e}"
+                );
+                assert!(
+                    ey > 0.0 && edx > 0.0 && edw > 0.0,
+                    "the comparison must see some f32 rounding"
+                );
             }
         }
     }
@@ -484,27 +486,12 @@ mod tests {
     }
 
     #[test]
-    fn the_threshold_follows_the_vector_width() {
-        let want = if crate::wide::vector_isa() == "avx512f" {
-            128
-        } else {
-            64
-        };
-        assert_eq!(auto_min_channels(), want);
-    }
-
-    #[test]
     fn the_policy_picks_the_measured_shapes() {
         let (auto, always, off) = (WinogradPolicy::Auto, WinogradPolicy::Always, WinogradPolicy::Off);
         assert!(applies(&geometry(256, 3, 1, 1), auto));
         assert!(applies(&geometry(128, 3, 1, 1), auto));
         assert!(applies(&geometry(64, 3, 1, 1), auto));
         assert!(!applies(&geometry(63, 3, 1, 1), auto));
-        assert_eq!(
-            applies_to_weight_grad(&geometry(64, 3, 1, 1), auto),
-            auto_min_channels() <= 64
-        );
-        assert!(applies_to_weight_grad(&geometry(128, 3, 1, 1), auto));
         assert!(!applies(&geometry(32, 3, 1, 1), auto));
         assert!(applies_from(&geometry(64, 3, 1, 1), auto, 64));
         assert!(!applies_from(&geometry(64, 3, 1, 1), auto, 128));

@@ -1,4 +1,5 @@
-//! The weight gradient through Winograd F(2×2, 3×3): the forward's adjoint.
+//! The weight gradient through Winograd F(2×2, 3×3) (F(4×4, 3×3)'s lift and filter adjoint are
+//! in `f4`): the forward's adjoint.
 //!
 //! The forward is `y_tile = Aᵀ [U ⊙ V] A` with `U = G g Gᵀ`, summed over input channels, so
 //! `∂L/∂U[ξ] = Σ_tiles (A ∂y_tile Aᵀ)[ξ] · V[ξ]`: the same input tiles `V` as the forward, the
@@ -15,7 +16,8 @@ use crate::lanes::{Lanes, add, load, store, sub};
 use crate::transpose::LANES;
 use crate::wide::{Kernel, wide};
 
-/// `A ∂y Aᵀ` (4×4, rows `ξ` of `dmo`, stride `st.row`) for every 2×2 output-gradient tile of
+/// `A ∂y Aᵀ` (rows `ξ` of `dmo`, stride `st.row`) for every output-gradient tile (2×2 lifted to
+/// 4×4, or 4×4 to 6×6 for F(4×4, 3×3)) of
 /// channel `o` of the images in `dys` (`n × c_out × ho × wo`); the part of a tile past the
 /// output's edge reads as zeros.
 pub(super) struct GradTiles<'a> {
@@ -35,15 +37,20 @@ impl Kernel for GradTiles<'_> {
         let p = self.p;
         let (ohw, img) = (p.ho * p.wo, p.c_out * p.ho * p.wo);
         let n = self.dys.len() / img;
-        let wg = 2 * p.tiles_x;
+        let wg = p.m * p.tiles_x;
         let s = self.s;
         // The grid covers every tile; the part past the output stays zero.
-        s.reset(ohw, 2 * p.tiles_y, wg);
+        s.reset(ohw, p.m * p.tiles_y, wg);
         for k in 0..n.div_ceil(LANES) {
             let lanes = block_lanes(n, k);
             let planes = &self.dys[k * LANES * img + self.o * ohw..];
             s.load_block(planes, img, (p.ho, p.wo), lanes, 0, wg, None);
-            lift_block(p, &s.padded, lanes, k * LANES * p.tiles(), self.dmo, self.st.row);
+            let base = k * LANES * p.tiles();
+            if p.m == super::f4::M {
+                super::f4::lift_block(p, &s.padded, lanes, base, self.dmo, self.st.row);
+            } else {
+                lift_block(p, &s.padded, lanes, base, self.dmo, self.st.row);
+            }
         }
     }
 }
