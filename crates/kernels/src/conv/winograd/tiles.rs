@@ -1,4 +1,5 @@
-//! The tile transforms of Winograd F(2×2, 3×3), sixteen images at a time, one per vector lane.
+//! The tile transforms of Winograd F(2×2, 3×3), sixteen images at a time, one per vector lane
+//! (F(4×4, 3×3)'s are in `f4`; the per-channel tasks here run either).
 //!
 //! A chunk's images are taken in blocks of [`LANES`]. Channel `c` of a block is interleaved
 //! (`padded[(y·wp + x)·16 + lane]`, zero-padded), so one tile of the sixteen images is sixteen
