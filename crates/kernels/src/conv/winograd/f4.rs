@@ -270,61 +270,10 @@ pub(super) fn lift_block(p: &Plan, grid: &[f32], lanes: usize, base: usize, dmo:
     }
 }
 
-/// `dw[f] = Gᵀ dU[f] G` (3 × 3) for `du` laid out `[ξ][f]` (36 planes of `filters`), sixteen
-/// filters at a time across lanes: the adjoint of [`transform_filter`].
+/// `dw[f] = Gᵀ dU[f] G` (3 × 3) for `du` laid out `[ξ][f]` (36 planes of `filters`): the
+/// adjoint of [`transform_filter`].
 pub(super) fn untransform_filter(du: &[f32], filters: usize, dw: &mut [f32]) {
-    const PER_TASK: usize = 64 * LANES;
-    dw.par_chunks_mut(PER_TASK * 9).enumerate().for_each(|(t, dw)| {
-        wide(FilterUntransform {
-            du,
-            filters,
-            first: t * PER_TASK,
-            dw,
-        })
-    });
-}
-
-/// Filters `first..first + dw.len() / 9` of [`untransform_filter`].
-struct FilterUntransform<'a> {
-    du: &'a [f32],
-    filters: usize,
-    first: usize,
-    dw: &'a mut [f32],
-}
-
-impl Kernel for FilterUntransform<'_> {
-    type Out = ();
-
-    #[inline(always)]
-    #[allow(clippy::needless_range_loop)] // `j` indexes a column of six rows
-    fn run(self) {
-        let count = self.dw.len() / 9;
-        for oi in (0..count).step_by(LANES) {
-            let lanes = LANES.min(count - oi);
-            // t = Gᵀ u column by column (3 × 6), then each row of t times G.
-            let mut t = [[[0.0f32; LANES]; ALPHA]; 3];
-            for j in 0..ALPHA {
-                let mut col = [[0.0f32; LANES]; ALPHA];
-                for (i, c) in col.iter_mut().enumerate() {
-                    *c = load(self.du, (i * ALPHA + j) * self.filters + self.first + oi, lanes);
-                }
-                for (i, v) in gt(&col).iter().enumerate() {
-                    t[i][j] = *v;
-                }
-            }
-            let mut g = [[0.0f32; LANES]; 9];
-            for (i, ti) in t.iter().enumerate() {
-                for (j, v) in gt(ti).iter().enumerate() {
-                    g[i * 3 + j] = *v;
-                }
-            }
-            for (lane, taps) in self.dw[oi * 9..(oi + lanes) * 9].chunks_exact_mut(9).enumerate() {
-                for (k, tap) in taps.iter_mut().enumerate() {
-                    *tap = g[k][lane];
-                }
-            }
-        }
-    }
+    super::filter_adjoint::untransform_filter(du, filters, dw, gt);
 }
 
 #[cfg(test)]

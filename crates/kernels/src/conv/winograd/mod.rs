@@ -23,6 +23,7 @@ use std::cell::Cell;
 
 mod f4;
 mod filter;
+mod filter_adjoint;
 mod tiles;
 mod weight_grad;
 

@@ -8,13 +8,11 @@
 //! `∂L/∂g = Gᵀ (∂L/∂U) G` per filter ([`untransform_filter`]). The tiles are visited sixteen
 //! images at a time, one per lane, in the forward's column order.
 
-use rayon::prelude::*;
-
 use super::tiles::{InputScratch, block_lanes};
 use super::{Plan, Strides};
 use crate::lanes::{Lanes, add, load, store, sub};
 use crate::transpose::LANES;
-use crate::wide::{Kernel, wide};
+use crate::wide::Kernel;
 
 /// `A ∂y Aᵀ` (rows `ξ` of `dmo`, stride `st.row`) for every output-gradient tile (2×2 lifted to
 /// 4×4, or 4×4 to 6×6 for F(4×4, 3×3)) of
@@ -83,87 +81,21 @@ fn lift_block(p: &Plan, grid: &[f32], lanes: usize, base: usize, dmo: &mut [f32]
     }
 }
 
-/// `dw[o][i] = Gᵀ dU[o][i] G` (3×3) for `du` laid out `[ξ][o·c_in + i]`, sixteen filters at a
-/// time across lanes, the rest one by one.
+/// `dw[o][i] = Gᵀ dU[o][i] G` (3×3) for `du` laid out `[ξ][o·c_in + i]` (16 planes).
 pub(super) fn untransform_filter(du: &[f32], filters: usize, dw: &mut [f32]) {
-    // Blocks of 64 · 16 filters per task, the last one with the remainder.
-    const PER_TASK: usize = 64 * LANES;
-    dw.par_chunks_mut(PER_TASK * 9).enumerate().for_each(|(t, dw)| {
-        wide(FilterUntransform {
-            du,
-            filters,
-            first: t * PER_TASK,
-            dw,
-        })
-    });
+    super::filter_adjoint::untransform_filter(du, filters, dw, gt);
 }
 
-/// Filters `first..first + dw.len() / 9` of the untransform.
-struct FilterUntransform<'a> {
-    du: &'a [f32],
-    filters: usize,
-    first: usize,
-    dw: &'a mut [f32],
-}
-
-impl Kernel for FilterUntransform<'_> {
-    type Out = ();
-
-    #[inline(always)]
-    fn run(self) {
-        let count = self.dw.len() / 9;
-        let full = count / LANES * LANES;
-        for oi in (0..full).step_by(LANES) {
-            let mut u = [[0.0f32; LANES]; 16];
-            for (xi, v) in u.iter_mut().enumerate() {
-                *v = load(self.du, xi * self.filters + self.first + oi, LANES);
-            }
-            let g = untransform_one(&u);
-            for (lane, taps) in self.dw[oi * 9..(oi + LANES) * 9].chunks_exact_mut(9).enumerate() {
-                for (k, t) in taps.iter_mut().enumerate() {
-                    *t = g[k][lane];
-                }
-            }
-        }
-        for oi in full..count {
-            let mut u = [[0.0f32; LANES]; 16];
-            for (xi, v) in u.iter_mut().enumerate() {
-                v[0] = self.du[xi * self.filters + self.first + oi];
-            }
-            let g = untransform_one(&u);
-            for (k, t) in self.dw[oi * 9..oi * 9 + 9].iter_mut().enumerate() {
-                *t = g[k][0];
-            }
-        }
-    }
-}
-
-/// `Gᵀ u G` (3×3, row-major) of the 4×4 `u` (row-major), lane by lane;
-/// `Gᵀ = [[1, ½, ½, 0], [0, ½, −½, 0], [0, ½, ½, 1]]`.
+/// `Gᵀ u` for four values `u`, lane by lane: `Gᵀ = [[1, ½, ½, 0], [0, ½, −½, 0], [0, ½, ½, 1]]`,
+/// so `(a, b, c, d) ↦ (a + ½(b + c), ½(b − c), ½(b + c) + d)`.
 #[inline(always)]
-fn untransform_one(u: &[Lanes; 16]) -> [Lanes; 9] {
-    let half = |a: Lanes| {
-        let mut r = a;
-        r.iter_mut().for_each(|r| *r *= 0.5);
-        r
-    };
-    // Gᵀ applied to a 4-vector (a, b, c, d): (a + ½(b + c), ½(b − c), ½(b + c) + d).
-    let apply = |a: Lanes, b: Lanes, c: Lanes, d: Lanes| -> [Lanes; 3] {
-        let (s, t) = (half(add(b, c)), half(sub(b, c)));
-        [add(a, s), t, add(s, d)]
-    };
-    // columns first: t[a][j] = Σ_i Gᵀ[a][i] u[i][j]
-    let mut t = [[[0.0f32; LANES]; 4]; 3];
-    for j in 0..4 {
-        let col = apply(u[j], u[4 + j], u[8 + j], u[12 + j]);
-        for (a, v) in col.into_iter().enumerate() {
-            t[a][j] = v;
-        }
-    }
-    let mut g = [[0.0f32; LANES]; 9];
-    for (a, row) in t.iter().enumerate() {
-        let r = apply(row[0], row[1], row[2], row[3]);
-        g[a * 3..a * 3 + 3].copy_from_slice(&r);
+fn gt(u: &[Lanes; 4]) -> [Lanes; 3] {
+    let mut g = [[0.0f32; LANES]; 3];
+    for l in 0..LANES {
+        let (s, t) = (0.5 * (u[1][l] + u[2][l]), 0.5 * (u[1][l] - u[2][l]));
+        g[0][l] = u[0][l] + s;
+        g[1][l] = t;
+        g[2][l] = s + u[3][l];
     }
     g
 }
@@ -171,6 +103,7 @@ fn untransform_one(u: &[Lanes; 16]) -> [Lanes; 9] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wide::wide;
 
     fn value(i: usize) -> f32 {
         ((i * 7919 % 1009) as f32 - 504.0) / 64.0
