@@ -42,12 +42,36 @@ pub(crate) fn copy_rows(dst: &mut [f32], width: usize, src: &[f32], start: usize
         #[allow(unsafe_code)]
         return unsafe { masked::copy_rows(dst.as_mut_ptr(), rows, width, src.as_ptr().add(start), step) };
     }
+    if width < 16 {
+        return copy_short_rows(dst, width, src, start, step);
+    }
     for (r, d) in dst.chunks_exact_mut(width).enumerate() {
         let s = &src[start + r * step..start + r * step + width];
         if width < 32 {
             copy_short(d, s);
         } else {
             d.copy_from_slice(s);
+        }
+    }
+}
+
+/// [`copy_rows`] for rows of fewer than 16 values, in whole 8-wide moves: a row of 8 to 15 is two
+/// moves that overlap inside it; a row of fewer than 8 is one move whose spill into the next
+/// row's first values is overwritten when that row is copied (rows go in order), and the last
+/// rows, where 8 values would pass the end of `dst` or `src`, are copied exactly. A 7-wide row
+/// was three moves and the branches between them.
+fn copy_short_rows(dst: &mut [f32], width: usize, src: &[f32], start: usize, step: usize) {
+    let rows = dst.len() / width;
+    for r in 0..rows {
+        let (d0, s0) = (r * width, start + r * step);
+        if width >= 8 {
+            dst[d0..d0 + 8].copy_from_slice(&src[s0..s0 + 8]);
+            let tail = width - 8;
+            dst[d0 + tail..d0 + width].copy_from_slice(&src[s0 + tail..s0 + width]);
+        } else if d0 + 8 <= dst.len() && s0 + 8 <= src.len() {
+            dst[d0..d0 + 8].copy_from_slice(&src[s0..s0 + 8]);
+        } else {
+            copy_short(&mut dst[d0..d0 + width], &src[s0..s0 + width]);
         }
     }
 }
@@ -514,6 +538,26 @@ mod tests {
                 let inside = i >= start && (i - start) % step < width && (i - start) / step < rows;
                 let want = if inside { 1.0 + src[i] } else { 1.0 };
                 assert_eq!(*v, want, "width {width} at {i}");
+            }
+        }
+    }
+
+    #[test]
+    fn short_rows_move_exactly_their_rows_whatever_the_vector_path() {
+        // the AVX2 path's whole-vector moves, called directly: a source that ends with the last
+        // row (no 8-wide read past it) and rows whose spill must be overwritten by the next row
+        for width in 1usize..16 {
+            for (rows, step, start) in [(1, width, 0), (5, width + 1, 3), (9, 2 * width, 1)] {
+                let src: Vec<f32> = (0..start + (rows - 1) * step + width)
+                    .map(|v| v as f32 + 0.25)
+                    .collect();
+                let mut dst = vec![-1.0f32; rows * width + 3];
+                copy_short_rows(&mut dst[..rows * width], width, &src, start, step);
+                for r in 0..rows {
+                    let want = &src[start + r * step..start + r * step + width];
+                    assert_eq!(&dst[r * width..(r + 1) * width], want, "width {width}, row {r}");
+                }
+                assert_eq!(dst[rows * width..], [-1.0; 3], "width {width}: wrote past the rows");
             }
         }
     }
