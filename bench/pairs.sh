@@ -6,6 +6,7 @@
 #
 #   bench/pairs.sh step 4                 # 4 rounds of the step group, REPS timed runs per side and round
 #   OUT=/tmp/gemm.jsonl bench/pairs.sh gemm 6
+#   FILTER=smallcnn REPS=40 bench/pairs.sh conv 4   # only the workloads whose name contains FILTER
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 2 ] || { echo "usage: bench/pairs.sh GROUP ROUNDS"; exit 1; }
@@ -21,8 +22,10 @@ OUT="${OUT:-bench/results/pairs-$GROUP-$(date -u +%Y%m%dT%H%M%SZ).jsonl}"
 CPU="$(lscpu | sed -n 's/^Model name: *//p' | head -1), family $(lscpu | sed -n 's/^CPU family: *//p' | head -1) model $(lscpu | sed -n 's/^Model: *//p' | head -1)"
 FLAGS=$(grep -o -w -E 'avx2|avx512f|avx512_vnni|avx512_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')
 echo "{\"side\":\"machine\",\"cpu\":\"$CPU ($FLAGS)\",\"isa_cap\":\"none\",\"threads\":$THREADS,\"date\":\"$(date -u +%FT%TZ)\",\"commit\":\"$(git rev-parse --short HEAD)\"}" >> "$OUT"
-quarc() { "$BIN" --group "$GROUP" --reps "$REPS" --out "$OUT"; }
-torch() { "$PY" bench/torch_side_by_side.py --group "$GROUP" --reps "$REPS" --out "$OUT" --threads "$THREADS"; }
+SELECT=()
+[ -n "${FILTER:-}" ] && SELECT=(--filter "$FILTER")
+quarc() { "$BIN" --group "$GROUP" --reps "$REPS" --out "$OUT" "${SELECT[@]}"; }
+torch() { "$PY" bench/torch_side_by_side.py --group "$GROUP" --reps "$REPS" --out "$OUT" --threads "$THREADS" "${SELECT[@]}"; }
 for ((r = 1; r <= ROUNDS; r++)); do
   if ((r % 2)); then quarc; torch; else torch; quarc; fi
 done

@@ -114,6 +114,32 @@ fn the_two_vector_paths_give_the_same_bits() {
     assert_eq!(run(Path::Avx512), run(Path::Avx2));
 }
 
+/// One of `matmul_packed`'s loop orders.
+type Order = fn(&mut [f32], usize, &PackedLhs<'_>, &[f32], usize, usize, bool);
+
+#[test]
+fn panel_first_and_strip_first_orders_give_the_same_bits() {
+    // SmallCnn's first layer (k = 9), a pointwise one (k = 16) and odd edges (a partial panel and
+    // a partial strip), with and without accumulation, on every path this CPU runs
+    for (m, k, n) in [(32, 9, 784), (96, 16, 203), (13, 5, 37)] {
+        let a_data = fill(m * k, 11);
+        let b = fill(k * n, 12);
+        let a = MatRef::row_major(&a_data, m, k);
+        for path in paths().into_iter().filter(|p| *p != Path::Fallback) {
+            let packed = PackedLhs::with_path(a, path);
+            for accumulate in [false, true] {
+                let run = |order: Order| {
+                    let mut c = fill(m * n, 13);
+                    order(&mut c, n, &packed, &b, n, n, accumulate);
+                    c.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                };
+                let (panels, strips) = (run(panels_first), run(strips_first));
+                assert_eq!(panels, strips, "{path:?} {m}×{k}×{n} accumulate {accumulate}");
+            }
+        }
+    }
+}
+
 #[test]
 fn a_hand_computed_product() {
     // [1 2; 3 4] · [5 6; 7 8] = [19 22; 43 50]
