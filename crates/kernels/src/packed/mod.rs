@@ -8,7 +8,9 @@
 //!
 //! The micro-kernel holds an `MR × NR` tile of `C` in registers (AVX-512: 8 × 32, AVX2 + FMA:
 //! 6 × 16) and walks `k` in blocks of [`KC`] rows: one `KC × NR` strip of `B` stays in L1 while
-//! every row panel of `A` passes over it. Each `C` value is a sum of fused multiply-adds in
+//! every row panel of `A` passes over it. A `B` small enough to stay in L2 (one block of `k`) is
+//! walked the other way round, each panel over every strip, so that `C` is written a few rows at a
+//! time (a short `k` makes the product wait on its stores of `C`). Each `C` value is a sum of fused multiply-adds in
 //! increasing `k`, so both vector paths give the same bits. Without AVX2 + FMA (and on other
 //! architectures) the product falls back to the `gemm` crate.
 
