@@ -9,12 +9,13 @@ use common::{rel_err, seeded};
 use quarc_kernels::{Activation, Conv2dParams, channel_affine, conv2d, conv2d_affine_act, conv2d_affine_act_reference};
 
 /// (batch, c_in, c_out, size, kernel, stride, groups): one shape per algorithm.
-const SHAPES: [(usize, usize, usize, usize, usize, usize, usize); 5] = [
+const SHAPES: [(usize, usize, usize, usize, usize, usize, usize); 6] = [
     (3, 5, 7, 9, 3, 1, 1),     // im2col
     (2, 6, 4, 7, 3, 2, 1),     // im2col, stride 2
     (3, 8, 12, 5, 1, 1, 1),    // pointwise (plain GEMM)
     (2, 256, 256, 4, 3, 1, 1), // Winograd (≥ 256 channels)
     (2, 6, 6, 9, 3, 2, 6),     // depthwise
+    (2, 5, 5, 7, 3, 1, 5),     // depthwise, stride 1 on a small plane (masked loads)
 ];
 
 const ACTS: [Activation; 3] = [Activation::Identity, Activation::Relu, Activation::Relu6];

@@ -58,13 +58,19 @@ fn forward_storage(
     w: &[f32],
     epi: Option<&Epilogue<'_>>,
 ) -> (CpuStorage, Shape) {
-    let mut out = crate::zeroed::zeros(g.batch * g.c_out * g.p_out());
-    match kind {
-        _ if g.batch == 0 => {}
-        ConvKind::Dense if winograd::applies(g, winograd_policy()) => winograd::forward(g, x, w, &mut out, epi, None),
-        ConvKind::Dense => dense::forward(g, x, w, &mut out, epi, None),
-        ConvKind::Depthwise => depthwise::forward(g, x, w, &mut out, epi),
-    }
+    let out = match kind {
+        _ if g.batch == 0 => Vec::new(),
+        ConvKind::Depthwise => depthwise::forward(g, x, w, epi),
+        ConvKind::Dense => {
+            let mut out = crate::zeroed::zeros(g.batch * g.c_out * g.p_out());
+            if winograd::applies(g, winograd_policy()) {
+                winograd::forward(g, x, w, &mut out, epi, None)
+            } else {
+                dense::forward(g, x, w, &mut out, epi, None)
+            }
+            out
+        }
+    };
     (
         CpuStorage::F32(out),
         Shape::from((g.batch, g.c_out, g.h_out(), g.w_out())),
@@ -166,13 +172,19 @@ impl CustomOp2 for GradInput {
             f32_slice(s1, l1, "quarc conv2d", "output gradient")?,
             f32_slice(s2, l2, "quarc conv2d", "weight")?,
         );
-        let mut dx = crate::zeroed::zeros(batch * c_in * g.p_in());
-        match kind {
-            _ if g.batch == 0 => {}
-            ConvKind::Dense if winograd::applies(&g, winograd_policy()) => winograd::grad_input(&g, dy, w, &mut dx),
-            ConvKind::Dense => dense::grad_input(&g, dy, w, &mut dx),
-            ConvKind::Depthwise => depthwise::grad_input(&g, dy, w, &mut dx),
-        }
+        let dx = match kind {
+            _ if g.batch == 0 => Vec::new(),
+            ConvKind::Depthwise => depthwise::grad_input(&g, dy, w),
+            ConvKind::Dense => {
+                let mut dx = crate::zeroed::zeros(batch * c_in * g.p_in());
+                if winograd::applies(&g, winograd_policy()) {
+                    winograd::grad_input(&g, dy, w, &mut dx)
+                } else {
+                    dense::grad_input(&g, dy, w, &mut dx)
+                }
+                dx
+            }
+        };
         Ok((CpuStorage::F32(dx), Shape::from((batch, c_in, self.h, self.w))))
     }
 }

@@ -170,14 +170,8 @@ fn strips_first(c: &mut [f32], ldc: usize, a: &PackedLhs<'_>, b: &[f32], ldb: us
                 (pad_strip(&mut strip_pad, nr, b, ldb, k0, kc, j0, cols), nr)
             };
             for (p, panel) in a.panels.chunks_exact(mr * k).enumerate() {
-                let rows = mr.min(m - p * mr);
                 let a_block = &panel[k0 * mr..(k0 + kc) * mr];
-                let tile = Tile {
-                    row: p * mr,
-                    col: j0,
-                    rows,
-                    cols,
-                };
+                let tile = Tile::at(p * mr, j0, (m, n), (mr, nr));
                 run_tile(a.path, a_block, strip, ld, kc, c, ldc, tile, load_c, &mut tile_pad);
             }
         }
@@ -203,19 +197,12 @@ fn panels_first(c: &mut [f32], ldc: usize, a: &PackedLhs<'_>, b: &[f32], ldb: us
     }
     let mut tile_pad = vec![0.0f32; mr * nr];
     for (p, panel) in a.panels.chunks_exact(mr * k).enumerate() {
-        let rows = mr.min(m - p * mr);
         for j0 in (0..n).step_by(nr) {
-            let cols = nr.min(n - j0);
-            let (strip, ld) = if cols == nr {
+            let tile = Tile::at(p * mr, j0, (m, n), (mr, nr));
+            let (strip, ld) = if tile.cols == nr {
                 (&b[j0..], ldb)
             } else {
                 (&strip_pad[..], nr)
-            };
-            let tile = Tile {
-                row: p * mr,
-                col: j0,
-                rows,
-                cols,
             };
             run_tile(a.path, panel, strip, ld, k, c, ldc, tile, accumulate, &mut tile_pad);
         }
@@ -229,6 +216,18 @@ struct Tile {
     col: usize,
     rows: usize,
     cols: usize,
+}
+
+impl Tile {
+    /// The tile at `(row, col)` of an `m × n` product in `mr × nr` tiles, cut at the edges.
+    fn at(row: usize, col: usize, (m, n): (usize, usize), (mr, nr): (usize, usize)) -> Self {
+        Self {
+            row,
+            col,
+            rows: mr.min(m - row),
+            cols: nr.min(n - col),
+        }
+    }
 }
 
 /// Columns `j0..j0 + cols` of rows `k0..k0 + kc` of `b` into `pad`, zero-padded to `nr` columns.

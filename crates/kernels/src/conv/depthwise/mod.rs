@@ -36,6 +36,7 @@ use tiles::{TILE, dot_lanes, weighted_sum, whole_tiles};
 
 mod blocked;
 mod layout;
+mod masked;
 mod tiles;
 
 /// What every plane of one call shares.
@@ -111,13 +112,18 @@ struct Scratch {
     sums: Vec<[f64; TILE]>,
 }
 
-/// `out[b, c] = x[b, c] ⋆ w[c]`, then `epi` per image.
-pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], out: &mut [f32], epi: Option<&Epilogue<'_>>) {
-    if blocked::suits(g) {
-        blocked::forward(g, x, w, out, epi)
-    } else {
-        forward_planes(g, x, w, out, epi)
+/// `x[b, c] ⋆ w[c]`, then `epi` per image, into a new vector.
+pub(crate) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], epi: Option<&Epilogue<'_>>) -> Vec<f32> {
+    if masked::suits(g) {
+        return masked::forward(g, x, w, epi);
     }
+    let mut out = crate::zeroed::zeros(g.batch * g.c_out * g.p_out());
+    if blocked::suits(g) {
+        blocked::forward(g, x, w, &mut out, epi)
+    } else {
+        forward_planes(g, x, w, &mut out, epi)
+    }
+    out
 }
 
 /// [`forward`] plane by plane.
@@ -164,12 +170,17 @@ impl Kernel for ForwardImage<'_> {
 
 /// `dx[b, c] = dy[b, c] ⋆ᵀ w[c]`: each phase entry gathers the output gradient along the taps
 /// of its phase; the phases are then cropped into the plane.
-pub(crate) fn grad_input(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
-    if blocked::suits(g) {
-        blocked::grad_input(g, dy, w, dx)
-    } else {
-        grad_input_planes(g, dy, w, dx)
+pub(crate) fn grad_input(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    if masked::suits(g) {
+        return masked::grad_input(g, dy, w);
     }
+    let mut dx = crate::zeroed::zeros(g.batch * g.c_in * g.p_in());
+    if blocked::suits(g) {
+        blocked::grad_input(g, dy, w, &mut dx)
+    } else {
+        grad_input_planes(g, dy, w, &mut dx)
+    }
+    dx
 }
 
 /// [`grad_input`] plane by plane.
@@ -462,7 +473,7 @@ mod tests {
             }
         }
         let mut got = vec![f32::NAN; g.h * g.w];
-        grad_input(&g, &dy, &w, &mut got);
+        grad_input_planes(&g, &dy, &w, &mut got);
         assert_eq!(got, want);
     }
 }

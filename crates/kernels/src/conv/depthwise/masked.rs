@@ -1,0 +1,486 @@
+//! Stride-1 "same" 3 × 3 depthwise convolution on small planes, straight on the NCHW planes with
+//! masked loads, into an output that is never zero-filled first.
+//!
+//! When the output plane has the input's shape (stride 1, `2 · padding = 2 · dilation`), output
+//! `q` (flat index `y · w + x`) of tap `(ky, kx)` reads input `q + dy · w + dx`, one fixed offset
+//! per tap, with `(dy, dx) = (ky·d − padding, kx·d − padding)`. A vector of consecutive outputs
+//! then reads one vector per tap at that offset; the lanes whose input row or column falls
+//! outside the plane (the zero padding, and the neighbouring row a column offset wraps into) are
+//! masked off and read as zero. Each output vector is `Σ_tap w[tap] · load(tap)`, the first tap a
+//! product, then additions in tap order: the arithmetic of the plane-by-plane and blocked
+//! forwards, so the same bits, without the padded copy or the 16 × 16 transposes of the blocked
+//! passes. Two channels run together, so each lane mask is loaded once for both.
+//!
+//! The stride-1 input gradient is the same sum over the output gradient with the taps flipped,
+//! `(dy, dx) = (padding − ky·d, padding − kx·d)`, in tap order, as the blocked gather sums it.
+//!
+//! An 8² layer moves little arithmetic per byte: with the kernel this lean, zero-filling the
+//! fresh output first was a whole extra pass over it. So these passes write into the output
+//! vector's spare capacity and set its length once every value is written.
+//!
+//! AVX-512F masks lanes with a 16-bit mask register; AVX2 with `vmaskmovps` and a vector of lane
+//! masks. Masked-off lanes are never read, so no address outside the plane is touched.
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use super::super::epilogue::{Epilogue, finish};
+use super::super::geometry::ConvGeometry;
+use crate::wide::{Isa, isa};
+
+/// Planes at most this large (in values) take the masked passes (the blocked passes' range).
+const MAX_PLANE: usize = 100;
+
+/// Taps of a 3 × 3 kernel.
+const TAPS: usize = 9;
+
+/// Whether the masked passes suit `g`: a 3 × 3 kernel on a small plane that keeps its shape at
+/// stride 1, on a CPU with masked vector loads (AVX-512F or AVX2).
+pub(super) fn suits(g: &ConvGeometry) -> bool {
+    isa() >= Isa::Avx2
+        && (g.kh, g.kw, g.stride) == (3, 3, 1)
+        && g.h_out() == g.h
+        && g.w_out() == g.w
+        && (1..=MAX_PLANE).contains(&g.p_in())
+}
+
+/// Per tap, the flat offset of its input; per vector of outputs and tap, which lanes read one.
+struct Plan {
+    /// Values per vector (16 with AVX-512F, 8 with AVX2).
+    lanes: usize,
+    /// Vectors per plane.
+    vectors: usize,
+    /// Values per plane.
+    p: usize,
+    /// Per tap, the flat offset of its input from the output.
+    offsets: [isize; TAPS],
+    /// `masks[v · 9 + tap]`: bit `l` set when output `v · lanes + l` exists and its tap `tap`
+    /// reads inside the plane.
+    masks: Vec<u16>,
+    /// The same masks as vectors of all-ones and zero lanes, for AVX2 (empty with AVX-512F).
+    words: Vec<[i32; 8]>,
+    /// The store mask of the last vector (bit `l`: output `(vectors − 1) · lanes + l` exists).
+    last: u16,
+}
+
+impl Plan {
+    /// The plan for the forward (`flipped = false`) or the input gradient (`flipped = true`).
+    fn of(g: &ConvGeometry, flipped: bool, lanes: usize) -> Self {
+        let sign = if flipped { -1 } else { 1 };
+        let shift = |k: usize| sign * ((k * g.dilation) as isize - g.padding as isize);
+        let shifts: [(isize, isize); TAPS] = std::array::from_fn(|t| (shift(t / 3), shift(t % 3)));
+        let (h, w, p) = (g.h as isize, g.w as isize, g.p_in());
+        let vectors = p.div_ceil(lanes);
+        let mut masks = Vec::with_capacity(vectors * TAPS);
+        for v in 0..vectors {
+            for &(dy, dx) in &shifts {
+                let reads = |l: usize| {
+                    let q = (v * lanes + l) as isize;
+                    let (y, x) = (q / w + dy, q % w + dx);
+                    (v * lanes + l) < p && (0..h).contains(&y) && (0..w).contains(&x)
+                };
+                masks.push((0..lanes).filter(|&l| reads(l)).fold(0u16, |m, l| m | 1 << l));
+            }
+        }
+        let words = if lanes == 8 {
+            masks.iter().map(|&m| words(m)).collect()
+        } else {
+            Vec::new()
+        };
+        let exist = p - (vectors - 1) * lanes;
+        Self {
+            lanes,
+            vectors,
+            p,
+            offsets: shifts.map(|(dy, dx)| dy * w + dx),
+            masks,
+            words,
+            last: ((1u32 << exist) - 1) as u16,
+        }
+    }
+
+    /// The planes of one image (`taps` holds nine weights per plane) into `dst`, every value of
+    /// which it writes.
+    fn image(&self, taps: &[f32], src: &[f32], dst: &mut [MaybeUninit<f32>]) {
+        let channels = taps.len() / TAPS;
+        assert!(taps.len() == channels * TAPS && src.len() == channels * self.p && dst.len() == src.len());
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = dst;
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `suits` admitted this plan only with the ISA its lane count names; the slices
+        // hold `channels` planes (checked above), and every unmasked lane lies inside a plane.
+        #[allow(unsafe_code)]
+        unsafe {
+            let (src, dst) = (src.as_ptr(), dst.as_mut_ptr().cast::<f32>());
+            match self.lanes {
+                16 => x86::image_avx512(self, taps, src, dst),
+                _ => x86::image_avx2(self, taps, src, dst),
+            }
+        }
+    }
+}
+
+/// The low eight bits of `bits` as eight lanes of all ones (bit set) or zero.
+fn words(bits: u16) -> [i32; 8] {
+    std::array::from_fn(|l| -i32::from((bits >> l) & 1))
+}
+
+/// The lanes of the widest masked vectors this CPU has.
+fn lanes() -> usize {
+    if isa() == Isa::Avx512 { 16 } else { 8 }
+}
+
+/// `x[b, c] ⋆ w[c]`, then `epi` per image.
+pub(super) fn forward(g: &ConvGeometry, x: &[f32], w: &[f32], epi: Option<&Epilogue<'_>>) -> Vec<f32> {
+    fresh(&Plan::of(g, false, lanes()), g, x, w, epi)
+}
+
+/// `dy[b, c] ⋆ᵀ w[c]` (stride 1: the forward with the taps flipped).
+pub(super) fn grad_input(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    fresh(&Plan::of(g, true, lanes()), g, dy, w, None)
+}
+
+/// [`images`] into a new vector, never zero-filled.
+fn fresh(plan: &Plan, g: &ConvGeometry, src: &[f32], w: &[f32], epi: Option<&Epilogue<'_>>) -> Vec<f32> {
+    let mut out = Vec::with_capacity(src.len());
+    images(plan, g, src, w, &mut out.spare_capacity_mut()[..src.len()], epi);
+    // SAFETY: `images` wrote all `src.len()` values (`Plan::image` writes every value of its
+    // image, and the images tile `src`, whose length `images` checked).
+    #[allow(unsafe_code)]
+    unsafe {
+        out.set_len(src.len())
+    };
+    out
+}
+
+/// Every image of `src` through [`Plan::image`] into `dst`, then `epi`, images in parallel.
+///
+/// # Panics
+/// When `src`, `dst` or `w` do not hold `g`'s images and channels (a bug in this crate).
+fn images(
+    plan: &Plan,
+    g: &ConvGeometry,
+    src: &[f32],
+    w: &[f32],
+    dst: &mut [MaybeUninit<f32>],
+    epi: Option<&Epilogue<'_>>,
+) {
+    let image = g.c_in * g.p_in();
+    assert!(src.len() == g.batch * image && dst.len() == src.len() && w.len() == g.c_in * TAPS);
+    if image == 0 {
+        return;
+    }
+    dst.par_chunks_mut(image)
+        .zip(src.par_chunks(image))
+        .for_each(|(dst, src)| {
+            plan.image(w, src, dst);
+            // SAFETY: `Plan::image` wrote every value of `dst`; `MaybeUninit<f32>` has `f32`'s layout.
+            #[allow(unsafe_code)]
+            let dst = unsafe { &mut *(std::ptr::from_mut(dst) as *mut [f32]) };
+            finish(epi, dst, g.c_in, g.p_in());
+        });
+}
+
+/// The kernels, one generic loop for both vector widths.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod x86 {
+    use std::arch::x86_64::{
+        __m256, __m512, _mm256_add_ps, _mm256_loadu_si256, _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_mul_ps,
+        _mm256_set1_ps, _mm256_storeu_ps, _mm512_add_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_mul_ps,
+        _mm512_set1_ps, _mm512_storeu_ps,
+    };
+
+    use super::{Plan, TAPS, words};
+
+    /// One vector width's masked loads and stores.
+    trait Width {
+        type V: Copy;
+        const LANES: usize;
+        /// # Safety
+        /// The CPU must support the width.
+        unsafe fn splat(x: f32) -> Self::V;
+        /// # Safety
+        /// As [`Width::splat`]; the lanes of mask `m` of `plan` must lie inside `at`'s allocation.
+        unsafe fn load(plan: &Plan, m: usize, at: *const f32) -> Self::V;
+        /// # Safety
+        /// As [`Width::splat`].
+        unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+        /// # Safety
+        /// As [`Width::splat`].
+        unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+        /// # Safety
+        /// As [`Width::splat`]; the lanes of `bits` must lie inside `at`'s allocation.
+        unsafe fn store(at: *mut f32, v: Self::V, bits: u16);
+    }
+
+    struct Avx512;
+
+    impl Width for Avx512 {
+        type V = __m512;
+        const LANES: usize = 16;
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> __m512 {
+            // SAFETY: the caller's CPU has AVX-512F.
+            unsafe { _mm512_set1_ps(x) }
+        }
+        #[inline(always)]
+        unsafe fn load(plan: &Plan, m: usize, at: *const f32) -> __m512 {
+            // SAFETY: forwarded; masked-off lanes are not read.
+            unsafe { _mm512_maskz_loadu_ps(plan.masks[m], at) }
+        }
+        #[inline(always)]
+        unsafe fn mul(a: __m512, b: __m512) -> __m512 {
+            // SAFETY: as `splat`.
+            unsafe { _mm512_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m512, b: __m512) -> __m512 {
+            // SAFETY: as `splat`.
+            unsafe { _mm512_add_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn store(at: *mut f32, v: __m512, bits: u16) {
+            // SAFETY: forwarded.
+            unsafe {
+                if bits == u16::MAX {
+                    _mm512_storeu_ps(at, v)
+                } else {
+                    _mm512_mask_storeu_ps(at, bits, v)
+                }
+            }
+        }
+    }
+
+    struct Avx2;
+
+    impl Width for Avx2 {
+        type V = __m256;
+        const LANES: usize = 8;
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> __m256 {
+            // SAFETY: the caller's CPU has AVX2.
+            unsafe { _mm256_set1_ps(x) }
+        }
+        #[inline(always)]
+        unsafe fn load(plan: &Plan, m: usize, at: *const f32) -> __m256 {
+            // SAFETY: forwarded; `words[m]` holds eight i32 lanes; masked-off lanes are not read.
+            unsafe { _mm256_maskload_ps(at, _mm256_loadu_si256(plan.words[m].as_ptr().cast())) }
+        }
+        #[inline(always)]
+        unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+            // SAFETY: as `splat`.
+            unsafe { _mm256_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m256, b: __m256) -> __m256 {
+            // SAFETY: as `splat`.
+            unsafe { _mm256_add_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn store(at: *mut f32, v: __m256, bits: u16) {
+            // SAFETY: forwarded.
+            unsafe {
+                if bits == 0xff {
+                    _mm256_storeu_ps(at, v)
+                } else {
+                    _mm256_maskstore_ps(at, _mm256_loadu_si256(words(bits).as_ptr().cast()), v)
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX-512F; `src` and `dst` must hold `taps.len() / 9` planes.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn image_avx512(plan: &Plan, taps: &[f32], src: *const f32, dst: *mut f32) {
+        // SAFETY: forwarded.
+        unsafe { image::<Avx512>(plan, taps, src, dst) }
+    }
+
+    /// # Safety
+    /// The CPU must have AVX2; `src` and `dst` must hold `taps.len() / 9` planes.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn image_avx2(plan: &Plan, taps: &[f32], src: *const f32, dst: *mut f32) {
+        // SAFETY: forwarded.
+        unsafe { image::<Avx2>(plan, taps, src, dst) }
+    }
+
+    /// The image's channels two at a time, then the last one alone.
+    #[inline(always)]
+    unsafe fn image<W: Width>(plan: &Plan, taps: &[f32], src: *const f32, dst: *mut f32) {
+        let mut pairs = taps.chunks_exact(2 * TAPS);
+        for (c, two) in pairs.by_ref().enumerate() {
+            let at = 2 * c * plan.p;
+            // SAFETY: planes `2c` and `2c + 1` exist (caller).
+            unsafe { planes::<W, 2>(plan, two, src.add(at), dst.add(at)) };
+        }
+        if let [_, ..] = pairs.remainder() {
+            let at = (taps.len() / TAPS - 1) * plan.p;
+            // SAFETY: the last plane exists (caller).
+            unsafe { planes::<W, 1>(plan, pairs.remainder(), src.add(at), dst.add(at)) };
+        }
+    }
+
+    /// `C` consecutive planes of `src` into `dst`, their lane masks shared.
+    #[inline(always)]
+    unsafe fn planes<W: Width, const C: usize>(plan: &Plan, taps: &[f32], src: *const f32, dst: *mut f32) {
+        // SAFETY (whole function): the caller's CPU has the width; `src` and `dst` hold `C` planes
+        // of `plan.p` values; each unmasked lane of tap `t` of output `q` reads `q + offsets[t]`
+        // of its own plane (`Plan::of`); the stores write the lanes that exist.
+        unsafe {
+            let mut w = [[W::splat(0.0); TAPS]; C];
+            for (c, wc) in w.iter_mut().enumerate() {
+                for (t, wt) in wc.iter_mut().enumerate() {
+                    *wt = W::splat(taps[c * TAPS + t]);
+                }
+            }
+            // (plain loops, no closures: a closure is not compiled with the caller's vectors)
+            for v in 0..plan.vectors {
+                let q = v * W::LANES;
+                // the first tap a product, then the others added in tap order
+                let mut acc = [W::splat(0.0); C];
+                for (c, a) in acc.iter_mut().enumerate() {
+                    let at = src.wrapping_add(c * plan.p + q).wrapping_offset(plan.offsets[0]);
+                    *a = W::mul(w[c][0], W::load(plan, v * TAPS, at));
+                }
+                for (t, &offset) in plan.offsets.iter().enumerate().skip(1) {
+                    for (c, a) in acc.iter_mut().enumerate() {
+                        let at = src.wrapping_add(c * plan.p + q).wrapping_offset(offset);
+                        *a = W::add(*a, W::mul(w[c][t], W::load(plan, v * TAPS + t, at)));
+                    }
+                }
+                let bits = if v + 1 == plan.vectors {
+                    plan.last
+                } else {
+                    ((1u32 << W::LANES) - 1) as u16
+                };
+                for (c, &a) in acc.iter().enumerate() {
+                    W::store(dst.add(c * plan.p + q), a, bits);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{forward_planes, grad_input_planes};
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 97.0 - 5.0)
+            .collect()
+    }
+
+    fn depthwise(
+        batch: usize,
+        c: usize,
+        (h, w): (usize, usize),
+        k: usize,
+        padding: usize,
+        dilation: usize,
+    ) -> ConvGeometry {
+        ConvGeometry {
+            batch,
+            c_in: c,
+            h,
+            w,
+            c_out: c,
+            kh: k,
+            kw: k,
+            stride: 1,
+            padding,
+            dilation,
+            groups: c,
+        }
+    }
+
+    /// The lane counts this CPU can run: AVX2's 8, and AVX-512F's 16 where it has it.
+    fn lane_counts() -> Vec<usize> {
+        [8, 16]
+            .into_iter()
+            .filter(|&l| (l == 8 && isa() >= Isa::Avx2) || isa() == Isa::Avx512)
+            .collect()
+    }
+
+    /// A 3 × 3 plane `1..=9` with all-ones 3 × 3 taps and padding 1: each output is the sum of
+    /// its neighbourhood, worked by hand. The flipped taps of all-ones weights give the same.
+    #[test]
+    fn all_ones_taps_sum_each_neighbourhood() {
+        let g = depthwise(1, 1, (3, 3), 3, 1, 1);
+        let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+        let expected = [12.0, 21.0, 16.0, 27.0, 45.0, 33.0, 24.0, 39.0, 28.0];
+        for lanes in lane_counts() {
+            for flipped in [false, true] {
+                let out = fresh(&Plan::of(&g, flipped, lanes), &g, &x, &[1.0; 9], None);
+                assert_eq!(out, expected, "{lanes} lanes, flipped {flipped}");
+            }
+        }
+    }
+
+    /// Each tap reads its own shifted input: a single 1 on tap (0, 0) copies the plane shifted
+    /// down and right by one (forward: output (y, x) reads input (y − 1, x − 1)).
+    #[test]
+    fn one_tap_shifts_the_plane() {
+        let g = depthwise(1, 1, (4, 5), 3, 1, 1);
+        let x: Vec<f32> = (1..=20).map(|v| v as f32).collect();
+        let mut taps = [0.0; 9];
+        taps[0] = 1.0;
+        for lanes in lane_counts() {
+            let out = fresh(&Plan::of(&g, false, lanes), &g, &x, &taps, None);
+            for (q, &o) in out.iter().enumerate() {
+                let (y, xx) = (q / 5, q % 5);
+                let want = if y == 0 || xx == 0 { 0.0 } else { x[q - 6] };
+                assert_eq!(o, want, "{lanes} lanes, output ({y}, {xx})");
+            }
+        }
+    }
+
+    /// Against the plane-by-plane passes, bit for bit: odd plane sizes (a partial last vector),
+    /// odd channel counts (a pair of planes, then one alone), dilation 2, and 1 × 1 planes.
+    #[test]
+    fn masked_passes_agree_bit_for_bit_with_the_plane_passes() {
+        let cases = [
+            ((8, 8), 1, 1, 5),
+            ((7, 7), 1, 1, 5),
+            ((5, 3), 1, 1, 2),
+            ((7, 9), 2, 2, 5),
+            ((1, 1), 1, 1, 3),
+            ((10, 10), 1, 1, 1),
+        ];
+        for lanes in lane_counts() {
+            for (hw, padding, dilation, c) in cases {
+                let g = depthwise(2, c, hw, 3, padding, dilation);
+                assert!(isa() < Isa::Avx2 || suits(&g));
+                let case = format!("{lanes} lanes, {hw:?} p{padding} d{dilation}, {c} channels");
+                let (x, wt) = (values(2 * c * g.p_in(), 1), values(c * 9, 2));
+                let dy = values(x.len(), 3);
+                let a = fresh(&Plan::of(&g, false, lanes), &g, &x, &wt, None);
+                let mut b = vec![f32::NAN; x.len()];
+                forward_planes(&g, &x, &wt, &mut b, None);
+                assert_eq!(a, b, "forward {case}");
+                let a = fresh(&Plan::of(&g, true, lanes), &g, &dy, &wt, None);
+                let mut b = vec![f32::NAN; x.len()];
+                grad_input_planes(&g, &dy, &wt, &mut b);
+                assert_eq!(a, b, "input gradient {case}");
+            }
+        }
+    }
+
+    /// Only stride-1 convolutions that keep the plane's shape take the masked passes.
+    #[test]
+    fn only_shape_keeping_stride_one_planes_suit() {
+        let same = depthwise(1, 16, (8, 8), 3, 1, 1);
+        assert_eq!(suits(&same), isa() >= Isa::Avx2);
+        let shrinking = depthwise(1, 16, (8, 8), 3, 0, 1);
+        let strided = ConvGeometry { stride: 2, ..same };
+        let large = depthwise(1, 16, (16, 16), 3, 1, 1);
+        let five = depthwise(1, 16, (8, 8), 5, 2, 1);
+        for g in [shrinking, strided, large, five] {
+            assert!(!suits(&g));
+        }
+    }
+}
