@@ -19,7 +19,9 @@
 //! The inner loops run over fixed tiles of outputs held in registers (`tiles`), the buffers are
 //! zeroed once per call, not per plane (every plane overwrites the same entries:
 //! `layout::Zeroed`), and the next plane of 16² or more is prefetched while one is worked on.
-//! Planes of at most 100 values take the 16-channel blocked passes (`blocked`) on AVX-512F or AVX2.
+//! Planes of at most 100 values take, on AVX-512F or AVX2, the masked passes (`masked`: the
+//! forward and input gradient of 3 × 3 stride-1 layers that keep the plane's shape, read straight
+//! from the planes with masked loads) or else the 16-channel blocked passes (`blocked`).
 //!
 //! A 32² plane's buffers are a few KiB and stay in L1, and no whole image changes layout. Rayon
 //! runs over images for the forward and input gradient, and over channels for the weight
@@ -230,7 +232,9 @@ impl Kernel for GradInputImage<'_> {
 /// `dw[c] = Σ_b dy[b, c] ⋆ x[b, c]`: per image f32 dot-product lanes per tap, accumulated in f64
 /// over the batch in order, one channel per task.
 pub(crate) fn grad_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32]) {
-    if blocked::suits(g) {
+    if masked::suits_weight(g) {
+        masked::grad_weight(g, x, dy, dw)
+    } else if blocked::suits(g) {
         blocked::grad_weight(g, x, dy, dw)
     } else {
         grad_weight_planes(g, x, dy, dw)
