@@ -14,11 +14,11 @@
 //! The stride-1 input gradient is the same sum over the output gradient with the taps flipped,
 //! `(dy, dx) = (padding − ky·d, padding − kx·d)`, in tap order, as the blocked gather sums it.
 //!
-//! The weight gradient (AVX-512F only) runs one channel per task: `dw[tap] = Σ_q dy[q] ·
-//! x[q + offset(tap)]`, summed per lane (16 positions apart) in f32 over the plane and the batch in
-//! order, the next image's two planes prefetched (they lie a whole image apart), the 16 lanes added
-//! in f64 at the end. Its AVX2 form measured slower than the blocked weight gradient, which AVX2
-//! keeps.
+//! The weight gradient (AVX-512F only) runs 16 channels per task, image by image (so that each
+//! image's planes of a task are one contiguous run): `dw[tap] = Σ_q dy[q] · x[q + offset(tap)]`,
+//! summed per channel and lane (16 positions apart) in f32 over the plane and the batch in order,
+//! the 16 lanes added in f64 at the end. Its AVX2 form measured slower than the blocked weight
+//! gradient, which AVX2 keeps.
 //!
 //! An 8² layer moves little arithmetic per byte: with the kernel this lean, zero-filling the
 //! fresh output first was a whole extra pass over it. So these passes write into the output
@@ -43,6 +43,10 @@ const TAPS: usize = 9;
 
 /// Values per block of the weight gradient's lane sums, whatever the vector width.
 const BLOCK: usize = 16;
+
+/// Channels per task of the weight gradient: each image's planes of a task are then one
+/// contiguous run.
+const WEIGHT_CHANNELS: usize = 16;
 
 /// Whether the masked passes suit `g`: a 3 × 3 kernel on a small plane that keeps its shape at
 /// stride 1, on a CPU with masked vector loads (AVX-512F or AVX2).
@@ -181,9 +185,10 @@ pub(super) fn grad_input(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
     fresh(&Plan::of(g, true, lanes()), g, dy, w, None)
 }
 
-/// `dw[c] = Σ_b dy[b, c] ⋆ x[b, c]` where [`suits_weight`] holds, one channel per task: lane
-/// sums of 16 positions in f32 over the plane and the batch in order ([`Plan::weight`]), then
-/// the 16 lanes added in f64. The result does not depend on the thread count.
+/// `dw[c] = Σ_b dy[b, c] ⋆ x[b, c]` where [`suits_weight`] holds, [`WEIGHT_CHANNELS`] channels
+/// per task: lane sums of 16 positions in f32 over the plane and the batch in order
+/// ([`Plan::weight`]), then the 16 lanes added in f64. The result does not depend on the thread
+/// count.
 ///
 /// # Panics
 /// When `x`, `dy` or `dw` do not hold `g`'s images and channels (a bug in this crate).
@@ -191,20 +196,22 @@ pub(super) fn grad_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32
     let plan = Plan::of(g, false, lanes());
     let (p, image) = (g.p_in(), g.c_in * g.p_in());
     assert!(x.len() == g.batch * image && dy.len() == x.len() && dw.len() == g.c_in * TAPS);
-    dw.par_chunks_mut(TAPS).enumerate().for_each(|(c, dw)| {
-        let mut sums = [[0.0f32; BLOCK]; TAPS];
-        for at in (0..g.batch).map(|b| b * image + c * p) {
-            // the next image's planes are a whole image further on: fetch them a plane ahead
-            if let (Some(x), Some(dy)) = (x.get(at + image..at + image + p), dy.get(at + image..at + image + p)) {
-                crate::wide::prefetch(x);
-                crate::wide::prefetch(dy);
+    dw.par_chunks_mut(WEIGHT_CHANNELS * TAPS)
+        .enumerate()
+        .for_each(|(block, dw)| {
+            let c0 = block * WEIGHT_CHANNELS;
+            let mut sums = vec![[[0.0f32; BLOCK]; TAPS]; dw.len() / TAPS];
+            for b in 0..g.batch {
+                let at = b * image + c0 * p;
+                let planes = x[at..].chunks_exact(p).zip(dy[at..].chunks_exact(p));
+                for (sum, (x, dy)) in sums.iter_mut().zip(planes) {
+                    plan.weight(dy, x, sum);
+                }
             }
-            plan.weight(&dy[at..at + p], &x[at..at + p], &mut sums);
-        }
-        for (d, lanes) in dw.iter_mut().zip(&sums) {
-            *d = lanes.iter().fold(0.0f64, |s, &l| s + f64::from(l)) as f32;
-        }
-    });
+            for (d, lanes) in dw.iter_mut().zip(sums.iter().flatten()) {
+                *d = lanes.iter().fold(0.0f64, |s, &l| s + f64::from(l)) as f32;
+            }
+        });
 }
 
 /// [`images`] into a new vector, never zero-filled.
