@@ -596,14 +596,8 @@ impl Kernel for GradWeightBlock<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{forward_planes, grad_input_planes, grad_weight_planes};
+    use super::super::{forward_planes, grad_input_planes, grad_weight_planes, test_values as values};
     use super::*;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 97.0 - 5.0)
-            .collect()
-    }
 
     /// The blocked passes agree with the plane-by-plane ones: the forward and the stride-1 input
     /// gradient bit for bit (the same sums in the same order), the rest to rounding.

@@ -487,14 +487,8 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{forward_planes, grad_input_planes};
+    use super::super::{forward_planes, grad_input_planes, test_values as values};
     use super::*;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 97.0 - 5.0)
-            .collect()
-    }
 
     fn depthwise(
         batch: usize,

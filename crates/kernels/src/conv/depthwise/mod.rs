@@ -293,6 +293,14 @@ impl Kernel for GradWeightChannel<'_> {
     }
 }
 
+/// Deterministic test values in [−5, 5.3), spread by a multiplicative hash of the index.
+#[cfg(test)]
+fn test_values(n: usize, seed: u32) -> Vec<f32> {
+    (0..n)
+        .map(|i| (((i as u32).wrapping_mul(2654435761) ^ seed) % 1000) as f32 / 97.0 - 5.0)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
