@@ -1,7 +1,7 @@
 //! Stride-1 "same" 3 × 3 depthwise convolution on small planes, straight on the NCHW planes with
 //! masked loads, into an output that is never zero-filled first.
 //!
-//! When the output plane has the input's shape (stride 1, `2 · padding = 2 · dilation`), output
+//! When the output plane has the input's shape (stride 1, `padding = dilation`), output
 //! `q` (flat index `y · w + x`) of tap `(ky, kx)` reads input `q + dy · w + dx`, one fixed offset
 //! per tap, with `(dy, dx) = (ky·d − padding, kx·d − padding)`. A vector of consecutive outputs
 //! then reads one vector per tap at that offset; the lanes whose input row or column falls
@@ -131,8 +131,10 @@ impl Plan {
     fn image(&self, taps: &[f32], src: &[f32], dst: &mut [MaybeUninit<f32>]) {
         let channels = taps.len() / TAPS;
         assert!(taps.len() == channels * TAPS && src.len() == channels * self.p && dst.len() == src.len());
+        // `suits` is false off x86-64 (`isa` reports baseline vectors there); `fresh` relies on
+        // every value being written, so no other architecture may get this far
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = dst;
+        unreachable!("masked depthwise passes on {} values without x86-64 vectors", dst.len());
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `suits` admitted this plan only with the ISA its lane count names; the slices
         // hold `channels` planes (checked above), and every unmasked lane lies inside a plane.
