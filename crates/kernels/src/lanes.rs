@@ -2,6 +2,8 @@
 //! passes: the loops are written so the compiler turns each into one or two vector instructions
 //! inside a [`crate::wide`] kernel.
 
+use std::mem::MaybeUninit;
+
 use crate::transpose::LANES;
 
 pub(crate) type Lanes = [f32; LANES];
@@ -72,6 +74,21 @@ pub(crate) fn store(dst: &mut [f32], at: usize, v: &Lanes, lanes: usize) {
     } else {
         for (d, v) in dst[at..at + lanes].iter_mut().zip(v) {
             *d = *v;
+        }
+    }
+}
+
+/// [`store`] into memory not yet written.
+#[inline(always)]
+pub(crate) fn store_uninit(dst: &mut [MaybeUninit<f32>], at: usize, v: &Lanes, lanes: usize) {
+    if lanes == LANES {
+        let d = &mut dst[at..at + LANES];
+        for l in 0..LANES {
+            d[l].write(v[l]);
+        }
+    } else {
+        for (d, v) in dst[at..at + lanes].iter_mut().zip(v) {
+            d.write(*v);
         }
     }
 }

@@ -38,6 +38,21 @@ pub(crate) fn deinterleave16(src: &[f32], stride: usize, n: usize, planes: &mut 
     }
 }
 
+/// `out[pos · 16 + lane] = src[lane · stride + pos]` for all 16 positions of 16 rows that may
+/// overlap (`stride < 16`, e.g. the nine taps of sixteen 3 × 3 filters): one register
+/// transpose. Returns `false`, writing nothing, where the transposes are not available.
+///
+/// # Panics
+/// When `src` is shorter than `15 · stride + 16` (a bug of the caller in this crate).
+pub(crate) fn interleave16_rows(src: &[f32], stride: usize, out: &mut [f32; LANES * LANES]) -> bool {
+    assert!(src.len() >= 15 * stride + LANES);
+    if !fast() {
+        return false;
+    }
+    transpose_in(src, stride, 0, out);
+    true
+}
+
 /// Whether the register transposes are available (AVX-512F or AVX2).
 pub(crate) fn fast() -> bool {
     crate::wide::isa() >= crate::wide::Isa::Avx2
@@ -264,6 +279,25 @@ mod tests {
             for (lane, pos) in (0..LANES).flat_map(|l| (0..n).map(move |p| (l, p))) {
                 assert_eq!(back[lane * stride + pos], planes[lane * stride + pos]);
             }
+        }
+    }
+
+    #[test]
+    fn overlapping_rows_interleave_in_one_transpose() {
+        // Sixteen filters of nine taps: row `lane` starts nine values after the previous one.
+        let src: Vec<f32> = (0..15 * 9 + LANES).map(|v| v as f32 - 60.0).collect();
+        let mut out = [f32::NAN; LANES * LANES];
+        if !interleave16_rows(&src, 9, &mut out) {
+            assert!(!fast(), "the transposes are available but were not run");
+            assert!(out.iter().all(|v| v.is_nan()), "nothing may be written without them");
+            return;
+        }
+        for (pos, lane) in (0..LANES).flat_map(|p| (0..LANES).map(move |l| (p, l))) {
+            assert_eq!(
+                out[pos * LANES + lane],
+                src[lane * 9 + pos],
+                "position {pos}, lane {lane}"
+            );
         }
     }
 }
