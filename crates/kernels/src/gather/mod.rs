@@ -1,12 +1,18 @@
 //! Gathers of values by a table of offsets, vector gathers where the CPU has them: the unfolding
 //! of a strided 1×1 convolution, whose output rows of 4 or 8 values made one copy per row cost
-//! more than the copying itself.
+//! more than the copying itself. Where every sixteen offsets fall into at most four 16-value
+//! windows of the source (those convolutions' tables), AVX-512F loads the windows and permutes
+//! ([`windows`]) instead of gathering.
+
+mod windows;
 
 /// Offsets into a source slice, all below `span`: checked once when the table is built, so that
 /// every [`gather`](Self::gather) from a source of at least `span` values stays in bounds.
 pub(crate) struct OffsetTable {
     offsets: Vec<i32>,
     span: usize,
+    /// The permute plan of the offsets, where one exists and the CPU has AVX-512F.
+    windows: Option<Vec<windows::Group>>,
 }
 
 impl OffsetTable {
@@ -18,7 +24,16 @@ impl OffsetTable {
             table.push(i32::try_from(o).ok()?);
             span = span.max(o + 1);
         }
-        Some(Self { offsets: table, span })
+        let windows = if crate::wide::isa() == crate::wide::Isa::Avx512 {
+            windows::plan(&table, span)
+        } else {
+            None
+        };
+        Some(Self {
+            offsets: table,
+            span,
+            windows,
+        })
     }
 
     /// `dst[j] = src[offsets[j]]` for every `j`.
@@ -33,7 +48,16 @@ impl OffsetTable {
             // SAFETY: the ISA is checked; every offset is below `span ≤ src.len()` (checked when
             // the table was built and above) and `dst` holds one value per offset.
             #[allow(unsafe_code)]
-            crate::wide::Isa::Avx512 => return unsafe { vector::gather16(dst, src.as_ptr(), &self.offsets) },
+            crate::wide::Isa::Avx512 => {
+                // SAFETY: as above; every window of the plan lies inside `span` (`windows::plan`).
+                return unsafe {
+                    match &self.windows {
+                        Some(groups) => windows::gather16(groups, dst, src.as_ptr()),
+                        None => vector::gather16(dst, src.as_ptr(), &self.offsets),
+                    }
+                };
+            }
+            #[allow(unsafe_code)]
             #[allow(unsafe_code)]
             crate::wide::Isa::Avx2 => return unsafe { vector::gather8(dst, src.as_ptr(), &self.offsets) },
             crate::wide::Isa::Sse2 => {}
@@ -108,6 +132,25 @@ mod tests {
             table.gather(&mut dst, &src);
             let want: Vec<f32> = offsets.iter().map(|&o| src[o]).collect();
             assert_eq!(dst, want, "{len} values");
+        }
+    }
+
+    #[test]
+    fn strided_plane_offsets_read_through_windows_give_the_same_values() {
+        // every other value of every other row of 8-, 14- and 16-wide planes (a permute plan on
+        // AVX-512F), and the same offsets cut short to leave a partial last group
+        for (w, rows) in [(8, 8), (14, 14), (16, 16)] {
+            let offsets: Vec<usize> = (0..rows / 2 * w / 2)
+                .map(|j| (j / (w / 2)) * 2 * w + (j % (w / 2)) * 2)
+                .collect();
+            let src: Vec<f32> = (0..w * rows).map(|v| v as f32 * 0.5 + 1.0).collect();
+            for len in [offsets.len(), offsets.len() - 3, 5] {
+                let table = OffsetTable::new(offsets[..len].iter().copied()).unwrap();
+                let mut dst = vec![f32::NAN; len];
+                table.gather(&mut dst, &src);
+                let want: Vec<f32> = offsets[..len].iter().map(|&o| src[o]).collect();
+                assert_eq!(dst, want, "{w}-wide plane, {len} values");
+            }
         }
     }
 
