@@ -4,6 +4,7 @@
 //! windows of the source (those convolutions' tables), AVX-512F loads the windows and permutes
 //! ([`windows`]) instead of gathering.
 
+#[cfg(target_arch = "x86_64")]
 mod windows;
 
 /// Offsets into a source slice, all below `span`: checked once when the table is built, so that
@@ -12,6 +13,7 @@ pub(crate) struct OffsetTable {
     offsets: Vec<i32>,
     span: usize,
     /// The permute plan of the offsets, where one exists and the CPU has AVX-512F.
+    #[cfg(target_arch = "x86_64")]
     windows: Option<Vec<windows::Group>>,
 }
 
@@ -24,6 +26,7 @@ impl OffsetTable {
             table.push(i32::try_from(o).ok()?);
             span = span.max(o + 1);
         }
+        #[cfg(target_arch = "x86_64")]
         let windows = if crate::wide::isa() == crate::wide::Isa::Avx512 {
             windows::plan(&table, span)
         } else {
@@ -32,6 +35,7 @@ impl OffsetTable {
         Some(Self {
             offsets: table,
             span,
+            #[cfg(target_arch = "x86_64")]
             windows,
         })
     }
@@ -57,7 +61,6 @@ impl OffsetTable {
                     }
                 };
             }
-            #[allow(unsafe_code)]
             #[allow(unsafe_code)]
             crate::wide::Isa::Avx2 => return unsafe { vector::gather8(dst, src.as_ptr(), &self.offsets) },
             crate::wide::Isa::Sse2 => {}

@@ -1,4 +1,4 @@
-//! Gathers by permutes (AVX-512F): each group of sixteen destination values is read from at most
+//! Gathers by permutes (AVX-512F; x86-64 only): each group of sixteen destination values is read from at most
 //! four contiguous 16-value windows of the source, picked from by two two-source permutes and
 //! one blend. On AMD's Zen 5 a 16-lane `vgatherdps` is a long microcoded sequence; a strided 1×1
 //! convolution's output rows (every other value of every other input row) fall into two to four
@@ -71,7 +71,6 @@ fn plan_group(offsets: &[i32], span: usize) -> Option<Group> {
     Some(group)
 }
 
-#[cfg(target_arch = "x86_64")]
 mod vector {
     use std::arch::x86_64::{
         _mm512_loadu_ps, _mm512_loadu_si512, _mm512_mask_blend_ps, _mm512_mask_storeu_ps, _mm512_permutex2var_ps,
@@ -115,7 +114,6 @@ mod vector {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
 pub(super) use vector::gather16;
 
 #[cfg(test)]
