@@ -1,6 +1,6 @@
-//! Gathers by permutes (AVX-512F; x86-64 only): each group of sixteen destination values is read from at most
-//! four contiguous 16-value windows of the source, picked from by two two-source permutes and
-//! one blend. On AMD's Zen 5 a 16-lane `vgatherdps` is a long microcoded sequence; a strided 1×1
+//! Gathers by permutes (AVX-512F; x86-64 only): each group of sixteen destination values is read
+//! from at most four contiguous 16-value windows of the source, picked from by two two-source
+//! permutes and one blend. On AMD's Zen 5 a 16-lane `vgatherdps` is a long microcoded sequence; a strided 1×1
 //! convolution's output rows (every other value of every other input row) fall into two to four
 //! such windows per group. (An AVX2 form, eight lanes from two windows by one-source permutes,
 //! measured 0.91–1.08× of AVX2's 8-lane gather on the same CPU, so AVX2 keeps the gather.)
