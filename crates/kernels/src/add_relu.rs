@@ -8,10 +8,8 @@
 //! gradient, so values and gradients are bit-identical to the composed op (tested). Off the CPU,
 //! or for other dtypes and strided inputs, [`add_relu`] is the composed op.
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
-use rayon::prelude::*;
-
 use crate::storage::f32_slice;
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 
 /// Elements per parallel task (large enough that the split costs nothing).
 const CHUNK: usize = 1 << 15;
@@ -51,14 +49,10 @@ impl CustomOp2 for AddRelu {
             f32_slice(s1, l1, self.name(), "a")?,
             f32_slice(s2, l2, self.name(), "b")?,
         );
-        let mut out = crate::zeroed::zeros(a.len());
-        out.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)))
-            .for_each(|(o, (a, b))| {
-                for ((o, a), b) in o.iter_mut().zip(a).zip(b) {
-                    *o = (a + b).max(0.0);
-                }
-            });
+        if a.len() != b.len() {
+            candle_core::bail!("{}: {} and {} elements", self.name(), a.len(), b.len());
+        }
+        let out = crate::fresh::map2(a, b, CHUNK, |a, b| (a + b).max(0.0));
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -97,17 +91,15 @@ impl CustomOp3 for ReluMaskGrad {
             f32_slice(s2, l2, name, "b")?,
             f32_slice(s3, l3, name, "grad")?,
         );
-        if g.len() != a.len() {
-            candle_core::bail!("{name}: gradient of {} elements for {} inputs", g.len(), a.len());
+        if g.len() != a.len() || b.len() != a.len() {
+            candle_core::bail!(
+                "{name}: gradient of {} elements for inputs of {} and {}",
+                g.len(),
+                a.len(),
+                b.len()
+            );
         }
-        let mut out = crate::zeroed::zeros(a.len());
-        out.par_chunks_mut(CHUNK)
-            .zip(a.par_chunks(CHUNK).zip(b.par_chunks(CHUNK)).zip(g.par_chunks(CHUNK)))
-            .for_each(|(o, ((a, b), g))| {
-                for (((o, a), b), g) in o.iter_mut().zip(a).zip(b).zip(g) {
-                    *o = g * if a + b >= 0.0 { 1.0 } else { 0.0 };
-                }
-            });
+        let out = crate::fresh::map3(a, b, g, CHUNK, |a, b, g| g * if a + b >= 0.0 { 1.0 } else { 0.0 });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 }

@@ -47,6 +47,7 @@ pub mod conv;
 mod copy;
 pub mod fake_quant;
 pub mod float;
+mod fresh;
 mod gather;
 pub mod gemm;
 mod lanes;

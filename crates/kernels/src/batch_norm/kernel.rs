@@ -1,10 +1,12 @@
 //! Slice kernels of training-mode BatchNorm with a fused activation: channel statistics, the
 //! normalising forward, and the closed-form backward. `x` is `n × c × hw` (NCHW flattened).
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use super::Activation;
-use super::planes::{Affine, BackwardSums, ChannelStats, InputGradPlane};
+use super::planes::{Affine, BackwardSums, ChannelStats, InputGradPlane, Plane};
 use crate::wide::wide;
 
 /// Sizes of a BatchNorm input.
@@ -31,15 +33,28 @@ pub fn channel_stats(x: &[f32], s: BnShape) -> (Vec<f32>, Vec<f32>) {
 }
 
 /// `y = act(x · scale[c] + shift[c])`.
+#[allow(unsafe_code)]
 pub fn normalize(x: &[f32], s: BnShape, scale: &[f32], shift: &[f32], act: Activation, y: &mut [f32]) {
+    // SAFETY: the kernel stores only computed values.
+    normalize_into(x, s, scale, shift, act, unsafe { crate::fresh::as_unwritten(y) });
+}
+
+/// [`normalize`] into a new vector, never zero-filled: the kernel writes every value.
+#[allow(unsafe_code)]
+pub(super) fn normalized(x: &[f32], s: BnShape, scale: &[f32], shift: &[f32], act: Activation) -> Vec<f32> {
+    // SAFETY: `y` and `x` have the same length and are cut into the same planes, and each plane of
+    // `y` is written whole (`Plane::From`).
+    unsafe { crate::fresh::written_by(x.len(), |y| normalize_into(x, s, scale, shift, act, y)) }
+}
+
+fn normalize_into(x: &[f32], s: BnShape, scale: &[f32], shift: &[f32], act: Activation, y: &mut [MaybeUninit<f32>]) {
     y.par_chunks_mut(s.hw)
         .zip(x.par_chunks(s.hw))
         .enumerate()
         .for_each(|(plane, (yo, xi))| {
             let (a, b) = (scale[plane % s.c], shift[plane % s.c]);
             wide(Affine {
-                y: yo,
-                x: Some(xi),
+                y: Plane::From { x: xi, y: yo },
                 a,
                 b,
                 act,
@@ -54,8 +69,7 @@ pub fn affine_in_place(y: &mut [f32], c: usize, hw: usize, scale: &[f32], shift:
     for (plane, yo) in y.chunks_exact_mut(hw).enumerate() {
         let (a, b) = (scale[plane % c], shift[plane % c]);
         wide(Affine {
-            y: yo,
-            x: None,
+            y: Plane::InPlace(yo),
             a,
             b,
             act,
@@ -108,6 +122,25 @@ pub fn backward_input(
     f: ForwardAffine<'_>,
     dx: &mut [f32],
 ) {
+    // SAFETY: the kernel stores only computed values.
+    #[allow(unsafe_code)]
+    let dx = unsafe { crate::fresh::as_unwritten(dx) };
+    backward_input_into(x, dy, s, mean, invstd, sums, f, dx);
+}
+
+/// [`backward_input`] into unwritten storage, which it writes whole when `dx`, `x` and `dy`
+/// have the same length.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn backward_input_into(
+    x: &[f32],
+    dy: &[f32],
+    s: BnShape,
+    mean: &[f32],
+    invstd: &[f32],
+    sums: (&[f64], &[f64]),
+    f: ForwardAffine<'_>,
+    dx: &mut [MaybeUninit<f32>],
+) {
     let m = s.per_channel().max(1) as f64;
     // γ·σ⁻¹ is the forward's scale (the same product)
     let coefs: Vec<[f32; 4]> = (0..s.c)
@@ -117,7 +150,7 @@ pub fn backward_input(
             [f.scale[c], a, mean[c], b]
         })
         .collect();
-    let plane_grad = |plane: usize, d: &mut [f32]| {
+    let plane_grad = |plane: usize, d: &mut [MaybeUninit<f32>]| {
         let c = plane % s.c;
         let r = plane * s.hw..(plane + 1) * s.hw;
         wide(InputGradPlane {

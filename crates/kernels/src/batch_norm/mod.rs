@@ -3,6 +3,7 @@
 //! without the temporaries of a composed BatchNorm. Eval-mode BatchNorm is a per-channel affine
 //! and stays composed.
 
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
@@ -182,8 +183,7 @@ impl CustomOp3 for Forward {
             .zip(&scale)
             .map(|((b, m), s)| b - m * s)
             .collect();
-        let mut y = crate::zeroed::zeros(x.len());
-        kernel::normalize(x, sh, &scale, &shift, self.act, &mut y);
+        let y = kernel::normalized(x, sh, &scale, &shift, self.act);
         if let Ok(mut s) = self.saved.lock() {
             *s = Some(Saved {
                 mean,
@@ -266,13 +266,18 @@ impl CustomOp2 for Backward {
             act: self.act,
         };
         let (sg, sgx) = kernel::backward_sums(x, dy, sh, &s.mean, f);
-        let mut out = crate::zeroed::zeros(x.len() + 2 * sh.c);
-        let (dx, rest) = out.split_at_mut(x.len());
-        kernel::backward_input(x, dy, sh, &s.mean, &s.invstd, (&sg, &sgx), f, dx);
-        for c in 0..sh.c {
-            rest[c] = (sgx[c] * s.invstd[c] as f64) as f32;
-            rest[sh.c + c] = sg[c] as f32;
-        }
+        let write = |out: &mut [MaybeUninit<f32>]| {
+            let (dx, rest) = out.split_at_mut(x.len());
+            kernel::backward_input_into(x, dy, sh, &s.mean, &s.invstd, (&sg, &sgx), f, dx);
+            for c in 0..sh.c {
+                rest[c].write((sgx[c] * s.invstd[c] as f64) as f32);
+                rest[sh.c + c].write(sg[c] as f32);
+            }
+        };
+        // SAFETY: `dx` has the length of `x` and `dy` (checked above), so the kernel writes it
+        // whole; the loop writes the `2c` values after it.
+        #[allow(unsafe_code)]
+        let out = unsafe { crate::fresh::written_by(x.len() + 2 * sh.c, write) };
         Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * sh.c)))
     }
 }
@@ -340,8 +345,7 @@ impl CustomOp3 for Affine {
             f32_slice(s2, l2, "batch_norm", "scale")?,
             f32_slice(s3, l3, "batch_norm", "shift")?,
         );
-        let mut y = crate::zeroed::zeros(x.len());
-        kernel::normalize(x, sh, scale, shift, self.act, &mut y);
+        let y = kernel::normalized(x, sh, scale, shift, self.act);
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 

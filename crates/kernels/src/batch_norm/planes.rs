@@ -3,6 +3,8 @@
 //! order on every path (eight f32 accumulators, f64 across planes), so the results are the same
 //! bits; only the instructions are wider.
 
+use std::mem::MaybeUninit;
+
 use super::Activation;
 use super::kernel::BnShape;
 use crate::wide::Kernel;
@@ -65,11 +67,21 @@ impl Kernel for ChannelStats<'_> {
 
 /// `y = act(src · a + b)` over one plane, `src` being `x` or, in place, `y` itself.
 pub(super) struct Affine<'a> {
-    pub y: &'a mut [f32],
-    pub x: Option<&'a [f32]>,
+    pub y: Plane<'a>,
     pub a: f32,
     pub b: f32,
     pub act: Activation,
+}
+
+/// Where [`Affine`] reads and writes.
+pub(super) enum Plane<'a> {
+    /// From `x` into unwritten storage of the same length: every value of `y` is written.
+    From {
+        x: &'a [f32],
+        y: &'a mut [MaybeUninit<f32>],
+    },
+    /// In place.
+    InPlace(&'a mut [f32]),
 }
 
 impl Kernel for Affine<'_> {
@@ -79,19 +91,24 @@ impl Kernel for Affine<'_> {
     fn run(self) {
         let (a, b) = (self.a, self.b);
         match self.act {
-            Activation::Identity => map(self.y, self.x, |v| v * a + b),
-            Activation::Relu => map(self.y, self.x, |v| (v * a + b).max(0.0)),
-            Activation::Relu6 => map(self.y, self.x, |v| (v * a + b).clamp(0.0, 6.0)),
+            Activation::Identity => map(self.y, |v| v * a + b),
+            Activation::Relu => map(self.y, |v| (v * a + b).max(0.0)),
+            Activation::Relu6 => map(self.y, |v| (v * a + b).clamp(0.0, 6.0)),
         }
     }
 }
 
 /// `y = f(x)`, or `y = f(y)` in place: one loop per activation (`f` is monomorphised).
 #[inline(always)]
-fn map(y: &mut [f32], x: Option<&[f32]>, f: impl Fn(f32) -> f32) {
-    match x {
-        Some(x) => y.iter_mut().zip(x).for_each(|(o, v)| *o = f(*v)),
-        None => y.iter_mut().for_each(|o| *o = f(*o)),
+fn map(plane: Plane<'_>, f: impl Fn(f32) -> f32) {
+    match plane {
+        Plane::From { x, y } => {
+            assert_eq!(x.len(), y.len(), "an affine plane is written whole");
+            y.iter_mut().zip(x).for_each(|(o, v)| {
+                o.write(f(*v));
+            });
+        }
+        Plane::InPlace(y) => y.iter_mut().for_each(|o| *o = f(*o)),
     }
 }
 
@@ -149,7 +166,8 @@ impl Kernel for BackwardSums<'_> {
 pub(super) struct InputGradPlane<'a> {
     pub x: &'a [f32],
     pub dy: &'a [f32],
-    pub dx: &'a mut [f32],
+    /// Written whole: as long as `x` and `dy`.
+    pub dx: &'a mut [MaybeUninit<f32>],
     pub coef: [f32; 4],
     /// The forward's `(scale, shift)` of the plane's channel.
     pub affine: (f32, f32),
@@ -163,9 +181,13 @@ impl Kernel for InputGradPlane<'_> {
     fn run(self) {
         let [k, a, mu, b] = self.coef;
         let (act, (sa, sb)) = (self.act, self.affine);
+        assert!(
+            self.x.len() == self.dx.len() && self.dy.len() == self.dx.len(),
+            "an input-gradient plane is written whole"
+        );
         for ((o, g), x) in self.dx.iter_mut().zip(self.dy).zip(self.x) {
             let g = g * passes(act, x * sa + sb);
-            *o = k * (g - a - (x - mu) * b);
+            o.write(k * (g - a - (x - mu) * b));
         }
     }
 }

@@ -61,13 +61,10 @@ fn forward_storage(
     let out = match kind {
         _ if g.batch == 0 => Vec::new(),
         ConvKind::Depthwise => depthwise::forward(g, x, w, epi),
+        ConvKind::Dense if winograd::applies(g, winograd_policy()) => winograd::forward_fresh(g, x, w, epi, None),
         ConvKind::Dense => {
             let mut out = crate::zeroed::zeros(g.batch * g.c_out * g.p_out());
-            if winograd::applies(g, winograd_policy()) {
-                winograd::forward(g, x, w, &mut out, epi, None)
-            } else {
-                dense::forward(g, x, w, &mut out, epi, None)
-            }
+            dense::forward(g, x, w, &mut out, epi, None);
             out
         }
     };
@@ -175,13 +172,10 @@ impl CustomOp2 for GradInput {
         let dx = match kind {
             _ if g.batch == 0 => Vec::new(),
             ConvKind::Depthwise => depthwise::grad_input(&g, dy, w),
+            ConvKind::Dense if winograd::applies(&g, winograd_policy()) => winograd::grad_input_fresh(&g, dy, w),
             ConvKind::Dense => {
                 let mut dx = crate::zeroed::zeros(batch * c_in * g.p_in());
-                if winograd::applies(&g, winograd_policy()) {
-                    winograd::grad_input(&g, dy, w, &mut dx)
-                } else {
-                    dense::grad_input(&g, dy, w, &mut dx)
-                }
+                dense::grad_input(&g, dy, w, &mut dx);
                 dx
             }
         };
@@ -360,14 +354,16 @@ impl CustomOp3 for ForwardLsqInput {
             .first()
             .ok_or_else(|| candle_core::Error::msg("quarc conv2d: the input quantizer's step is empty"))?;
         let packing = Packing::new(Grid::new(step, &self.spec));
-        let mut out = crate::zeroed::zeros(g.batch * g.c_out * g.p_out());
-        if g.batch > 0 {
-            if winograd::applies(&g, winograd_policy()) {
-                winograd::forward(&g, x, w, &mut out, None, Some(&packing));
-            } else {
+        let len = g.batch * g.c_out * g.p_out();
+        let out = if g.batch > 0 && winograd::applies(&g, winograd_policy()) {
+            winograd::forward_fresh(&g, x, w, None, Some(&packing))
+        } else {
+            let mut out = crate::zeroed::zeros(len);
+            if g.batch > 0 {
                 dense::forward(&g, x, w, &mut out, None, Some(&packing));
             }
-        }
+            out
+        };
         if packing.saw_nan() {
             self.nan.store(true, Ordering::Relaxed);
         }

@@ -20,6 +20,7 @@
 //! count.
 
 use std::cell::Cell;
+use std::mem::MaybeUninit;
 
 mod f4;
 mod filter;
@@ -30,13 +31,13 @@ mod weight_grad;
 use rayon::prelude::*;
 
 use self::filter::transform_filter;
-use self::tiles::{InputChannel, InputScratch, OutputChannel};
+use self::tiles::{InputChannel, OutputChannel, with_input_scratch, with_output_grid};
 use self::weight_grad::{GradTiles, untransform_filter};
 use super::WinogradPolicy;
 use super::epilogue::{Epilogue, finish};
 use super::geometry::ConvGeometry;
 use super::input_quant::Packing;
-use crate::copy::copy_short;
+use crate::fresh::{assume_written, copy_into, written_by};
 use crate::gemm::{MatRef, matmul};
 use crate::transpose::LANES;
 use crate::wide::wide;
@@ -222,10 +223,24 @@ impl<'a> Filter<'a> {
 }
 
 /// Runs the plan over every image in `x` (`batch × c_in × h × w`), `u` being the transformed
-/// filter; `out` is `batch × c_out × ho × wo`.
-fn run(p: &Plan, x: &[f32], u: Filter<'_>, out: &mut [f32], epi: Option<&Epilogue<'_>>, q: Option<&Packing>) {
+/// filter; `out` is `batch × c_out × ho × wo`, written whole (it may arrive unwritten).
+fn run(
+    p: &Plan,
+    x: &[f32],
+    u: Filter<'_>,
+    out: &mut [MaybeUninit<f32>],
+    epi: Option<&Epilogue<'_>>,
+    q: Option<&Packing>,
+) {
     let (img_in, ohw, tiles) = (p.c_in * p.h * p.w, p.ho * p.wo, p.tiles());
     let img_out = p.c_out * ohw;
+    // Whole images on both sides, as many of each: every output value is visited below.
+    assert!(
+        img_in > 0 && x.len().is_multiple_of(img_in) && out.len() == x.len() / img_in * img_out,
+        "winograd: {} inputs and {} outputs are not whole, matching images",
+        x.len(),
+        out.len()
+    );
     let (nb, xis) = (p.images_per_chunk(), p.xis());
     let mut bufs = Buffers::take();
     let Buffers(v, m, staged) = &mut bufs;
@@ -239,9 +254,7 @@ fn run(p: &Plan, x: &[f32], u: Filter<'_>, out: &mut [f32], epi: Option<&Epilogu
         // Input transform, laid out `[c][ξ][tile]` so each channel is one task's contiguous block.
         v.par_chunks_mut(xis * st.row)
             .enumerate()
-            .for_each_init(InputScratch::default, |s, (c, vc)| {
-                wide(InputChannel { p, xs, c, vc, st, s, q });
-            });
+            .for_each(|(c, vc)| with_input_scratch(|s| wide(InputChannel { p, xs, c, vc, st, s, q })));
         // One GEMM per ξ: M[ξ] (c_out × tiles, row stride `row`) = U[ξ] · V[ξ].
         m[..xis * st.m_plane]
             .par_chunks_mut(st.m_plane)
@@ -257,22 +270,27 @@ fn run(p: &Plan, x: &[f32], u: Filter<'_>, out: &mut [f32], epi: Option<&Epilogu
         staged[..p.c_out * n * ohw]
             .par_chunks_mut(n * ohw)
             .enumerate()
-            .for_each_init(Vec::new, |grid, (o, staged)| {
-                wide(OutputChannel {
-                    p,
-                    m,
-                    st,
-                    o,
-                    n,
-                    staged,
-                    grid,
-                });
+            .for_each(|(o, staged)| {
+                with_output_grid(|grid| {
+                    wide(OutputChannel {
+                        p,
+                        m,
+                        st,
+                        o,
+                        n,
+                        staged,
+                        grid,
+                    })
+                })
             });
         let staged = &*staged;
         os.par_chunks_mut(img_out).enumerate().for_each(|(b, o)| {
             for (c, plane) in o.chunks_exact_mut(ohw).enumerate() {
-                copy_short(plane, &staged[(c * n + b) * ohw..(c * n + b + 1) * ohw]);
+                copy_into(plane, &staged[(c * n + b) * ohw..(c * n + b + 1) * ohw]);
             }
+            // SAFETY: `o` is one whole image (`c_out` planes of `ohw`), each plane written above.
+            #[allow(unsafe_code)]
+            let o = unsafe { assume_written(o) };
             finish(epi, o, p.c_out, ohw);
         });
     }
@@ -285,7 +303,7 @@ pub(crate) fn forward(
     g: &ConvGeometry,
     x: &[f32],
     w: &[f32],
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     epi: Option<&Epilogue<'_>>,
     q: Option<&Packing>,
 ) {
@@ -293,12 +311,26 @@ pub(crate) fn forward(
     forward_tiled(g, x, w, out, epi, q, m);
 }
 
+/// [`forward`] into a new vector, never zero-filled first.
+#[allow(unsafe_code)]
+pub(crate) fn forward_fresh(
+    g: &ConvGeometry,
+    x: &[f32],
+    w: &[f32],
+    epi: Option<&Epilogue<'_>>,
+    q: Option<&Packing>,
+) -> Vec<f32> {
+    // SAFETY: `run` writes every output value: it asserts whole images on both sides, as many
+    // of each, and writes each image's planes whole.
+    unsafe { written_by(g.batch * g.c_out * g.p_out(), |out| forward(g, x, w, out, epi, q)) }
+}
+
 /// [`forward`] with `m × m` output tiles (2 or [`f4::M`]).
 fn forward_tiled(
     g: &ConvGeometry,
     x: &[f32],
     w: &[f32],
-    out: &mut [f32],
+    out: &mut [MaybeUninit<f32>],
     epi: Option<&Epilogue<'_>>,
     q: Option<&Packing>,
     m: usize,
@@ -316,12 +348,19 @@ fn forward_tiled(
 /// `dy` with padding `2 − p` and the rotated, transposed filter (for F(2×2, 3×3) the forward's
 /// transform of `w`, read transposed at the rotated `ξ`; for F(4×4, 3×3) transformed from `w`
 /// rotated).
-pub(crate) fn grad_input(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32]) {
+pub(crate) fn grad_input(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [MaybeUninit<f32>]) {
     grad_input_tiled(g, dy, w, dx, tile_side(g.batch, g.h, g.w, g.c_in.max(g.c_out)));
 }
 
+/// [`grad_input`] into a new vector, never zero-filled first.
+#[allow(unsafe_code)]
+pub(crate) fn grad_input_fresh(g: &ConvGeometry, dy: &[f32], w: &[f32]) -> Vec<f32> {
+    // SAFETY: as in `forward_fresh`: `run` writes every value of `dx`.
+    unsafe { written_by(g.batch * g.c_in * g.p_in(), |dx| grad_input(g, dy, w, dx)) }
+}
+
 /// [`grad_input`] with `m × m` output tiles (2 or [`f4::M`]).
-fn grad_input_tiled(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [f32], m: usize) {
+fn grad_input_tiled(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [MaybeUninit<f32>], m: usize) {
     let plan = Plan::with_tile(g.c_out, g.c_in, g.h_out(), g.w_out(), 2 - g.padding, m);
     // Gathering the filters in the rotated, transposed order strides through `w` (9 · c_in
     // values between lanes) and took 10–19 % of ResNet-18's 512 @ 4² input gradient; the
@@ -350,16 +389,20 @@ fn grad_weight_tiled(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32], q:
     let (img_in, img_out, tiles) = (p.c_in * p.h * p.w, p.c_out * p.ho * p.wo, p.tiles());
     let (nb, xis) = (p.images_per_chunk(), p.xis());
     let plane = p.c_out * p.c_in;
-    let mut du = vec![0.0f32; xis * plane];
     let mut bufs = Buffers::take();
-    let Buffers(v, dm, _) = &mut bufs;
+    let Buffers(v, dm, du) = &mut bufs;
+    // Not zeroed: the first chunk's GEMMs overwrite it (up to 37 MB at 512 × 512, filled on
+    // every call when it was a fresh vector).
+    du.resize(xis * plane, 0.0);
+    if x.len() < img_in {
+        du.fill(0.0); // no chunk, no GEMM: an empty batch's gradient is zero
+    }
     for (i, (xs, dys)) in x.chunks(nb * img_in).zip(dy.chunks(nb * img_out)).enumerate() {
         let st = Strides::new(xs.len() / img_in * tiles, p.c_out);
         v.resize(xis * p.c_in * st.row, 0.0);
         dm.resize(xis * p.c_out * st.row, 0.0);
-        v.par_chunks_mut(xis * st.row)
-            .enumerate()
-            .for_each_init(InputScratch::default, |s, (c, vc)| {
+        v.par_chunks_mut(xis * st.row).enumerate().for_each(|(c, vc)| {
+            with_input_scratch(|s| {
                 wide(InputChannel {
                     p: &p,
                     xs,
@@ -368,11 +411,11 @@ fn grad_weight_tiled(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32], q:
                     st,
                     s,
                     q,
-                });
-            });
-        dm.par_chunks_mut(xis * st.row)
-            .enumerate()
-            .for_each_init(InputScratch::default, |s, (o, dmo)| {
+                })
+            })
+        });
+        dm.par_chunks_mut(xis * st.row).enumerate().for_each(|(o, dmo)| {
+            with_input_scratch(|s| {
                 wide(GradTiles {
                     p: &p,
                     dys,
@@ -380,8 +423,9 @@ fn grad_weight_tiled(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32], q:
                     dmo,
                     st,
                     s,
-                });
-            });
+                })
+            })
+        });
         // dU[ξ] (c_out × c_in) += dM[ξ] (c_out × tiles) · V[ξ]ᵀ (tiles × c_in).
         du.par_chunks_mut(plane).enumerate().for_each(|(xi, dux)| {
             let a = MatRef::strided(&dm[xi * st.row..], p.c_out, st.tiles, xis * st.row, 1);
@@ -389,17 +433,18 @@ fn grad_weight_tiled(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32], q:
             matmul(dux, p.c_in, a, b, i > 0);
         });
     }
-    bufs.put_back();
     if m == f4::M {
-        f4::untransform_filter(&du, plane, dw);
+        f4::untransform_filter(du, plane, dw);
     } else {
-        untransform_filter(&du, plane, dw);
+        untransform_filter(du, plane, dw);
     }
+    bufs.put_back();
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fresh::as_unwritten;
 
     fn geometry(c: usize, k: usize, stride: usize, padding: usize) -> ConvGeometry {
         ConvGeometry {
@@ -519,10 +564,13 @@ mod tests {
             let dy: Vec<f32> = (0..2 * c * hw * hw).map(|i| value(i + 5, 1.0)).collect();
             let (y64, dx64, dw64) = direct(&g, &x, &w, &dy);
             for (m, bound) in [(f4::M, 3e-5), (2, 1e-5)] {
-                let (mut y, mut dx) = (vec![f32::NAN; y64.len()], vec![0.0f32; dx64.len()]);
+                let (mut y, mut dx) = (vec![f32::NAN; y64.len()], vec![f32::NAN; dx64.len()]);
                 let mut dw = vec![f32::NAN; dw64.len()];
-                forward_tiled(&g, &x, &w, &mut y, None, None, m);
-                grad_input_tiled(&g, &dy, &w, &mut dx, m);
+                // SAFETY (both): the passes store only computed values.
+                #[allow(unsafe_code)]
+                let (yv, dxv) = unsafe { (as_unwritten(&mut y), as_unwritten(&mut dx)) };
+                forward_tiled(&g, &x, &w, yv, None, None, m);
+                grad_input_tiled(&g, &dy, &w, dxv, m);
                 grad_weight_tiled(&g, &x, &dy, &mut dw, None, m);
                 let (ey, edx, edw) = (rel_err(&y, &y64), rel_err(&dx, &dx64), rel_err(&dw, &dw64));
                 println!("{c} @ {hw}², m {m}: y {ey:.2e}, dx {edx:.2e}, dw {edw:.2e}");

@@ -8,7 +8,7 @@
 //! `∂L/∂g = Gᵀ (∂L/∂U) G` per filter ([`untransform_filter`]). The tiles are visited sixteen
 //! images at a time, one per lane, in the forward's column order.
 
-use super::tiles::{InputScratch, block_lanes};
+use super::tiles::{GridLayout, InputScratch, block_lanes};
 use super::{Plan, Strides};
 use crate::lanes::{Lanes, add, load, store, sub};
 use crate::transpose::LANES;
@@ -38,7 +38,13 @@ impl Kernel for GradTiles<'_> {
         let wg = p.m * p.tiles_x;
         let s = self.s;
         // The grid covers every tile; the part past the output stays zero.
-        s.reset(ohw, p.m * p.tiles_y, wg);
+        s.reset(GridLayout {
+            h: p.ho,
+            w: p.wo,
+            pad: 0,
+            rows: p.m * p.tiles_y,
+            cols: wg,
+        });
         for k in 0..n.div_ceil(LANES) {
             let lanes = block_lanes(n, k);
             let planes = &self.dys[k * LANES * img + self.o * ohw..];
