@@ -2,7 +2,7 @@
 //!
 //! An output zero-filled and then overwritten costs one pass over memory that buys nothing: in
 //! a ResNet-18 FP32 step those fills were 4.7 % of the samples (`perf`, session 26), about
-//! 640 MB a step across the convolutions, the batch norms and the fused residual ReLU. Here the
+//! 770 MB a step across the convolutions, the batch norms and the fused residual ReLU. Here the
 //! vector's spare capacity goes to the kernel as `MaybeUninit<f32>`, and the length is set only
 //! once every value has been written.
 

@@ -83,7 +83,7 @@ fn g6(a: &Lanes, b: &Lanes, c: &Lanes) -> [Lanes; ALPHA] {
 
 /// The intermediate `Bᵀ d` of one tile (six rows of six vectors). Kept by the caller: as a
 /// local array it was zero-filled by a `memset` call for every tile (2 304 bytes, 345 000 calls
-/// in four ResNet-18 steps), although every value is written before it is read.
+/// in three ResNet-18 steps), although every value is written before it is read.
 pub(super) type TileRows = [[Lanes; ALPHA]; ALPHA];
 
 /// `V = Bᵀ d B` for every tile of one interleaved, padded block (`q`, `p.padded()` positions of
