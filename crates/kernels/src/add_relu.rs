@@ -8,8 +8,9 @@
 //! gradient, so values and gradients are bit-identical to the composed op (tested). Off the CPU,
 //! or for other dtypes and strided inputs, [`add_relu`] is the composed op.
 
-use crate::storage::f32_slice;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
+
+use crate::storage::f32_slice;
 
 /// Elements per parallel task (large enough that the split costs nothing).
 const CHUNK: usize = 1 << 15;
