@@ -177,8 +177,8 @@ impl Strides {
 thread_local! {
     /// The chunk buffers of the last Winograd call on this thread, kept for the next one: the
     /// transformed tiles, the products and the staged output (in the weight gradient, the
-    /// transformed gradient `dU`) are 8–38 MiB per layer, and fresh
-    /// ones cost a zero fill and page faults on every call.
+    /// transformed gradient `dU`) are 8–38 MiB per layer, and fresh ones cost a zero fill and
+    /// page faults on every call.
     static BUFFERS: Cell<Buffers> = const { Cell::new(Buffers(Vec::new(), Vec::new(), Vec::new())) };
 }
 
