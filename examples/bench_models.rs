@@ -33,7 +33,7 @@ fn mnv2(v: &VarMap, q: Option<QatConfig>) -> quarc::models::Result<Box<dyn Model
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    quarc::runtime::apply_malloc_tunables();
+    quarc::runtime::retain_freed_memory();
     let out = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "runs/bench_models.jsonl".into());

@@ -435,7 +435,7 @@ fn memory(rec: &mut Recorder, spec: &str) -> Res<()> {
 }
 
 fn main() -> Res<()> {
-    quarc::runtime::apply_malloc_tunables();
+    quarc::runtime::retain_freed_memory();
     let args = Args::parse();
     if let Some(dir) = std::path::Path::new(&args.out).parent() {
         std::fs::create_dir_all(dir)?;

@@ -59,7 +59,7 @@ fn build(vars: &VarMap, qat: Option<&QatConfig>, dev: &Device) -> quarc::models:
 const RUN: &str = "rs2";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    quarc::runtime::apply_malloc_tunables();
+    quarc::runtime::retain_freed_memory();
     quarc_harness::init_logging();
     let out = std::path::PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "runs/custom_model".into()));
     let (train, test) = (

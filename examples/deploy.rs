@@ -153,7 +153,7 @@ fn per_image_ms(
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    quarc::runtime::apply_malloc_tunables();
+    quarc::runtime::retain_freed_memory();
     quarc_harness::init_logging();
     let a = Args::parse();
     let dir = run_dir(&a)?;

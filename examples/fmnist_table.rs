@@ -74,7 +74,7 @@ struct ResultRow {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    quarc::runtime::apply_malloc_tunables();
+    quarc::runtime::retain_freed_memory();
     quarc_harness::init_logging(); // RUST_LOG=info|debug|trace prints the library's events
     let a = Args::parse();
     std::fs::create_dir_all(&a.out)?;

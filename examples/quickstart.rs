@@ -13,7 +13,7 @@ use quarc::data::{Dataset, Split, fashion_mnist};
 use quarc_harness::quickstart::{RECOMMENDED, RUNS, experiment};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    quarc::runtime::apply_malloc_tunables();
+    quarc::runtime::retain_freed_memory();
     quarc_harness::init_logging(); // RUST_LOG=info|debug|trace prints the library's events
     let out = std::path::PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "runs/quickstart".into()));
     let train: Arc<dyn Dataset> = Arc::new(fashion_mnist::bundled_subset(Split::Train)?);

@@ -72,7 +72,7 @@ struct Args {
 }
 
 fn main() {
-    quarc::runtime::apply_malloc_tunables();
+    quarc::runtime::retain_freed_memory();
     quarc_harness::init_logging(); // RUST_LOG=info|debug|trace prints the library's events
     if let Err(e) = real_main() {
         eprintln!("error: {e}");

@@ -16,6 +16,8 @@
 //! - [`add_relu()`]: the end of a residual block, `relu(a + b)`, as one pass each way.
 //! - [`fake_quant`]: the fused fake-quant forward and closed-form backward (LSQ, LSQ+, PACT,
 //!   uniform) over plain slices, which `quarc-quant-core` wraps as candle custom ops.
+//! - [`retain_freed_memory()`]: keeps freed activations mapped for the next step instead of
+//!   page-faulting them in again (glibc; process-wide, so a training program calls it once).
 //!
 //! The loops are compiled for AVX-512F and AVX2 besides baseline x86-64 and picked at run time
 //! with the same results on every path; the environment variable `QUARC_CPU_ISA=avx2` (or
@@ -52,6 +54,7 @@ mod gather;
 pub mod gemm;
 mod lanes;
 mod matmul;
+mod memory;
 mod packed;
 mod storage;
 mod transpose;
@@ -70,4 +73,5 @@ pub use conv::{
     runs_fast_path, set_cpu_engine, set_winograd, winograd_policy,
 };
 pub use matmul::matmul;
+pub use memory::{MemoryRetention, retain_freed_memory};
 pub use wide::vector_isa;
