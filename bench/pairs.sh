@@ -7,6 +7,11 @@
 #   bench/pairs.sh step 4                 # 4 rounds of the step group, REPS timed runs per side and round
 #   OUT=/tmp/gemm.jsonl bench/pairs.sh gemm 6
 #   FILTER=smallcnn REPS=40 bench/pairs.sh conv 4   # only the workloads whose name contains FILTER
+#   TORCH_ALLOCATOR=both bench/pairs.sh step 4       # PyTorch also under quarc's allocator settings (side torch+retained)
+#
+# quarc's binary keeps freed memory mapped (`retain_freed_memory`, glibc's trim and mmap thresholds); PyTorch runs on
+# glibc's defaults unless TORCH_ALLOCATOR is `retained` (only under the same settings) or `both` (each round runs it
+# both ways).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 2 ] || { echo "usage: bench/pairs.sh GROUP ROUNDS"; exit 1; }
@@ -21,11 +26,20 @@ mkdir -p bench/results
 OUT="${OUT:-bench/results/pairs-$GROUP-$(date -u +%Y%m%dT%H%M%SZ).jsonl}"
 CPU="$(lscpu | sed -n 's/^Model name: *//p' | head -1), family $(lscpu | sed -n 's/^CPU family: *//p' | head -1) model $(lscpu | sed -n 's/^Model: *//p' | head -1)"
 FLAGS=$(grep -o -w -E 'avx2|avx512f|avx512_vnni|avx512_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')
-echo "{\"side\":\"machine\",\"cpu\":\"$CPU ($FLAGS)\",\"isa_cap\":\"none\",\"threads\":$THREADS,\"date\":\"$(date -u +%FT%TZ)\",\"commit\":\"$(git rev-parse --short HEAD)\"}" >> "$OUT"
+echo "{\"side\":\"machine\",\"cpu\":\"$CPU ($FLAGS)\",\"isa_cap\":\"${QUARC_CPU_ISA:-none}\",\"torch_allocator\":\"${TORCH_ALLOCATOR:-default}\",\"threads\":$THREADS,\"date\":\"$(date -u +%FT%TZ)\",\"commit\":\"$(git rev-parse --short HEAD)\"}" >> "$OUT"
 SELECT=()
 [ -n "${FILTER:-}" ] && SELECT=(--filter "$FILTER")
 quarc() { "$BIN" --group "$GROUP" --reps "$REPS" --out "$OUT" "${SELECT[@]}"; }
-torch() { "$PY" bench/torch_side_by_side.py --group "$GROUP" --reps "$REPS" --out "$OUT" --threads "$THREADS" "${SELECT[@]}"; }
+torch_default() { "$PY" bench/torch_side_by_side.py --group "$GROUP" --reps "$REPS" --out "$OUT" --threads "$THREADS" "${SELECT[@]}"; }
+RETAINED="glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483647"
+torch_retained() { GLIBC_TUNABLES="$RETAINED" "$PY" bench/torch_side_by_side.py --group "$GROUP" --reps "$REPS" \
+  --out "$OUT" --threads "$THREADS" --label +retained "${SELECT[@]}"; }
+case "${TORCH_ALLOCATOR:-default}" in
+  default) torch() { torch_default; } ;;
+  retained) torch() { torch_retained; } ;;
+  both) torch() { if ((r % 2)); then torch_default; torch_retained; else torch_retained; torch_default; fi; } ;;
+  *) echo "TORCH_ALLOCATOR is default, retained or both"; exit 1 ;;
+esac
 for ((r = 1; r <= ROUNDS; r++)); do
   if ((r % 2)); then quarc; torch; else torch; quarc; fi
 done

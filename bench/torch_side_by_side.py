@@ -31,8 +31,8 @@ def sync():
 
 
 class Recorder:
-    def __init__(self, out, reps, filt):
-        self.out, self.reps, self.filter = out, reps, filt
+    def __init__(self, out, reps, filt, label=""):
+        self.out, self.reps, self.filter, self.label = out, reps, filt, label
 
     def wants(self, name):
         return self.filter is None or self.filter in name
@@ -49,6 +49,7 @@ class Recorder:
             sync()
             runs.append(time.perf_counter() - t0)
         median = sorted(runs)[len(runs) // 2]
+        side += self.label
         value, higher = (work / median, True) if work > 0 else (median * 1e3, False)
         print(f"{side:<18} {name:<44} {value:>10.2f} {unit}", flush=True)
         self.write(dict(side=side, device=DEV.type, workload=name, unit=unit, value=round(value, 4), higher_is_better=higher,
@@ -469,6 +470,8 @@ def main():
     ap.add_argument("--filter", default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (gemm, conv, fake_quant, step, scoring)")
+    ap.add_argument("--label", default="", help="appended to the side's name in the records, e.g. '+retained' for a "
+                    "run under other allocator settings")
     a = ap.parse_args()
     global DEV
     DEV = torch.device(a.device)
@@ -478,7 +481,7 @@ def main():
         torch.backends.cudnn.allow_tf32 = False
     torch.set_num_threads(a.threads)
     torch.set_num_interop_threads(1)
-    rec = Recorder(a.out, max(1, a.reps), a.filter)
+    rec = Recorder(a.out, max(1, a.reps), a.filter, a.label)
     if a.group.startswith("memory-"):
         return memory(rec, a.group[len("memory-"):])
     groups = dict(gemm=gemm, conv=conv, norm=norm, fake_quant=fake_quant, step=step, scoring=scoring, selection=selection)

@@ -30,7 +30,15 @@ pub enum MemoryRetention {
 const MMAP_THRESHOLD_MAX: i32 = 32 << 20;
 
 /// Keeps freed memory mapped for reuse instead of returning it to the kernel (glibc on Linux; a
-/// no-op elsewhere). Call once, before training; see the [module docs](self) for what it costs.
+/// no-op elsewhere). Call once, before training.
+///
+/// A training step frees its activations on the way back and allocates them again in the next
+/// step; on glibc's defaults the freed memory goes back to the kernel and is page-faulted in again
+/// (about 55 000 faults, 215 MB, per ResNet-18 batch-64 step). This sets glibc's trim threshold to
+/// 2 GiB − 1 and its `mmap` threshold to 32 MiB (its largest), so freed blocks stay mapped. The
+/// peak resident memory does not change, but the process no longer shrinks after its peak. The
+/// setting is process-wide, which is why the library never applies it on its own. When
+/// `GLIBC_TUNABLES` already sets `glibc.malloc` tunables, nothing is changed.
 ///
 /// ```
 /// use quarc_kernels::{MemoryRetention, retain_freed_memory};
