@@ -31,7 +31,7 @@ SELECT=()
 [ -n "${FILTER:-}" ] && SELECT=(--filter "$FILTER")
 quarc() { "$BIN" --group "$GROUP" --reps "$REPS" --out "$OUT" "${SELECT[@]}"; }
 torch_default() { "$PY" bench/torch_side_by_side.py --group "$GROUP" --reps "$REPS" --out "$OUT" --threads "$THREADS" "${SELECT[@]}"; }
-RETAINED="glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=2147483647"
+RETAINED="glibc.malloc.trim_threshold=2147483647:glibc.malloc.mmap_max=0"
 torch_retained() { GLIBC_TUNABLES="$RETAINED" "$PY" bench/torch_side_by_side.py --group "$GROUP" --reps "$REPS" \
   --out "$OUT" --threads "$THREADS" --label +retained "${SELECT[@]}"; }
 case "${TORCH_ALLOCATOR:-default}" in
