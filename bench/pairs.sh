@@ -9,7 +9,7 @@
 #   FILTER=smallcnn REPS=40 bench/pairs.sh conv 4   # only the workloads whose name contains FILTER
 #   TORCH_ALLOCATOR=both bench/pairs.sh step 4       # PyTorch also under quarc's allocator settings (side torch+retained)
 #
-# quarc's binary keeps freed memory mapped (`retain_freed_memory`, glibc's trim and mmap thresholds); PyTorch runs on
+# quarc's binary keeps freed memory in the heap (`retain_freed_memory`: glibc's trim off, no block mapped on its own); PyTorch runs on
 # glibc's defaults unless TORCH_ALLOCATOR is `retained` (only under the same settings) or `both` (each round runs it
 # both ways).
 set -euo pipefail
