@@ -23,7 +23,8 @@ pub enum MemoryRetention {
     Retained,
     /// `GLIBC_TUNABLES` already sets `glibc.malloc` tunables; nothing was changed.
     UserTunables,
-    /// Not a glibc target, or glibc refused a setting; the allocator keeps its defaults.
+    /// Not a glibc target (nothing changed), or glibc refused one of the two settings (the other
+    /// may have been applied).
     Unsupported,
 }
 
@@ -35,10 +36,10 @@ pub enum MemoryRetention {
 /// (about 55 000 faults, 215 MB, per ResNet-18 batch-64 step). This sets glibc's trim threshold to
 /// 2 GiB − 1 and its count of blocks mapped on their own to 0 (a block above 32 MiB would otherwise
 /// be mapped and unmapped on every allocation), so freed blocks stay in the heap. If the heap cannot
-/// grow, glibc still falls back to mapping the block. The
-/// peak resident memory does not change, but the process no longer shrinks after its peak. The
-/// setting is process-wide, which is why the library never applies it on its own. When
-/// `GLIBC_TUNABLES` already sets `glibc.malloc` tunables, nothing is changed.
+/// grow, glibc still falls back to mapping the block. The peak resident memory does not change, but
+/// the process no longer shrinks after its peak. The setting is process-wide, which is why the
+/// library never applies it on its own. When `GLIBC_TUNABLES` already sets `glibc.malloc`
+/// tunables, nothing is changed.
 ///
 /// ```
 /// use quarc_kernels::{MemoryRetention, retain_freed_memory};
