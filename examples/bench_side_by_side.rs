@@ -325,7 +325,8 @@ fn train_step_runner(model: &str, quant: &str, batch: usize, dev: &Device) -> Re
         GroupPolicy::default().groups(&v),
     )?;
     Ok(move || -> Res<()> {
-        let logits = m.forward_mode(&x, Mode::Train)?.logits;
+        // as the trainer's step: the Winograd layers keep their tiles for the weight gradient
+        let logits = quarc_kernels::keeping_winograd_tiles(|| m.forward_mode(&x, Mode::Train))?.logits;
         let loss = kl_per_sample(&teacher, &logits, 1.0)?.mean_all()?;
         let grads = loss.backward()?;
         opt.step(&grads, 0.01)?;

@@ -70,7 +70,7 @@ pub use candle_core;
 pub use conv::{
     Conv2dParams, CpuConvEngine, LsqInput, MAX_PAD_OR_DILATION, WinogradPolicy, conv2d, conv2d_affine_act,
     conv2d_affine_act_reference, conv2d_grad_input, conv2d_grad_weight, conv2d_lsq_input, conv2d_reference, cpu_engine,
-    runs_fast_path, set_cpu_engine, set_winograd, winograd_policy,
+    keeping_winograd_tiles, runs_fast_path, set_cpu_engine, set_winograd, winograd_policy, winograd_tiles_reused,
 };
 pub use matmul::matmul;
 pub use memory::{MemoryRetention, retain_freed_memory};

@@ -11,7 +11,10 @@ use std::sync::{Mutex, MutexGuard};
 use candle_core::{Tensor, Var};
 use common::{naive, rel_err64, seeded};
 use proptest::prelude::*;
-use quarc_kernels::{Conv2dParams, WinogradPolicy, conv2d, set_winograd};
+use quarc_kernels::{
+    Conv2dParams, LsqInput, WinogradPolicy, conv2d, conv2d_lsq_input, keeping_winograd_tiles, set_winograd,
+    winograd_tiles_reused,
+};
 
 /// Tests here switch the process-wide Winograd setting: they take turns.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -106,4 +109,78 @@ fn winograd_results_do_not_depend_on_the_thread_count() {
         })
     };
     assert_eq!(once(1), once(3));
+}
+
+/// `(y, dx, dw, dstep)` bits of `Σ conv · upstream`, the forward inside
+/// `keeping_winograd_tiles` or not; with `step`, the input is fake-quantized in the packing.
+fn gradient_bits(
+    x: &Tensor,
+    w: &Tensor,
+    up: &Tensor,
+    p: &Conv2dParams,
+    step: Option<f32>,
+    keep: bool,
+) -> Vec<Vec<u32>> {
+    let (xv, wv) = (Var::from_tensor(x).unwrap(), Var::from_tensor(w).unwrap());
+    let sv = Var::new(&[step.unwrap_or(1.0)], x.device()).unwrap();
+    let forward = || match step {
+        None => conv2d(&xv, &wv, p).unwrap(),
+        Some(_) => conv2d_lsq_input(&xv, &wv, &sv, SPEC, p).unwrap().expect("fused").0,
+    };
+    let y = if keep {
+        keeping_winograd_tiles(forward)
+    } else {
+        forward()
+    };
+    let g = (&y * up).unwrap().sum_all().unwrap().backward().unwrap();
+    let mut out = vec![y, g.get(&xv).unwrap().clone(), g.get(&wv).unwrap().clone()];
+    out.extend(step.map(|_| g.get(&sv).unwrap().clone()));
+    let bits = |t: &Tensor| {
+        t.flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect()
+    };
+    out.iter().map(bits).collect()
+}
+
+/// Unsigned 2-bit input grid.
+const SPEC: LsqInput = LsqInput {
+    qn: 0.0,
+    qp: 3.0,
+    eps: 1e-8,
+    grad_scale: 0.05,
+};
+
+#[test]
+fn kept_tiles_give_the_same_outputs_and_gradients_bit_for_bit() {
+    let _turn = serial();
+    set_winograd(WinogradPolicy::Auto);
+    let p = Conv2dParams {
+        padding: 1,
+        ..Default::default()
+    };
+    // (batch, channels, side): F(4×4, 3×3) over two chunks (16 images and a block of 4);
+    // F(2×2, 3×3) (too few tiles for F(4×4, 3×3)).
+    for (i, &(b, c, hw)) in [(20usize, 64usize, 16usize), (2, 64, 4)].iter().enumerate() {
+        let x = (seeded(60 + i as u64, &[b, c, hw, hw], 1.0) + 0.5).unwrap();
+        let w = seeded(70 + i as u64, &[c, c, 3, 3], 0.1);
+        let up = seeded(80 + i as u64, &[b, c, hw, hw], 1.0);
+        for step in [None, Some(0.3f32)] {
+            let before = winograd_tiles_reused();
+            let kept = gradient_bits(&x, &w, &up, &p, step, true);
+            let reused = winograd_tiles_reused();
+            let plain = gradient_bits(&x, &w, &up, &p, step, false);
+            // the kept run's weight gradient read the forward's tiles; the plain one computed them
+            assert_eq!((reused - before, winograd_tiles_reused() - reused), (1, 0));
+            assert_eq!(kept.len(), if step.is_some() { 4 } else { 3 });
+            assert!(
+                kept == plain,
+                "{b} × {c} @ {hw}², step {step:?}: kept tiles changed a value"
+            );
+        }
+    }
 }

@@ -80,6 +80,11 @@ impl Packing {
         }
     }
 
+    /// The grid it quantizes to.
+    pub fn grid(&self) -> &Grid {
+        &self.grid
+    }
+
     /// Whether a NaN was seen.
     pub fn saw_nan(&self) -> bool {
         self.nan.load(Ordering::Relaxed)

@@ -24,10 +24,12 @@ mod im2col;
 mod input_quant;
 mod op;
 mod small_k;
+mod stash;
 mod winograd;
 
 pub use geometry::{ConvGeometry, ConvKind};
 pub use input_quant::LsqInput;
+pub use stash::{keeping_winograd_tiles, winograd_tiles_reused};
 
 /// Padding, stride, dilation and groups of a convolution (same meaning as candle's
 /// `Tensor::conv2d` arguments; square kernels' settings apply to both axes).
@@ -229,7 +231,11 @@ pub fn runs_fast_path(x: &Tensor, w: &Tensor, params: &Conv2dParams) -> bool {
 pub fn conv2d(x: &Tensor, w: &Tensor, params: &Conv2dParams) -> candle_core::Result<Tensor> {
     params.check(x, w)?;
     if runs_fast_path(x, w, params) {
-        x.contiguous()?.apply_op2(&w.contiguous()?, op::Forward(*params))
+        let op = op::Forward {
+            params: *params,
+            stash: stash::TileStash::when(stash::keeps_tiles() && w.track_op()),
+        };
+        x.contiguous()?.apply_op2(&w.contiguous()?, op)
     } else {
         conv2d_reference(x, w, params)
     }
@@ -306,6 +312,7 @@ pub fn conv2d_lsq_input(
         params: *params,
         spec,
         nan: nan.clone(),
+        stash: stash::TileStash::when(stash::keeps_tiles() && w.track_op()),
     };
     let y = x.contiguous()?.apply_op3(&w.contiguous()?, &step.contiguous()?, op)?;
     Ok(Some((y, nan.load(std::sync::atomic::Ordering::Relaxed))))
@@ -361,6 +368,7 @@ pub fn conv2d_grad_weight(
             kh: kernel.0,
             kw: kernel.1,
             quant: None,
+            saved: None,
         },
     )
 }

@@ -8,6 +8,8 @@ use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use super::epilogue::Epilogue;
 use super::geometry::{ConvGeometry, ConvKind};
 use super::input_quant::{Grid, LsqInput, Packing};
+use super::stash::TileStash;
+use super::winograd::SavedTiles;
 use super::{Conv2dParams, dense, depthwise, winograd, winograd_policy};
 use crate::batch_norm::Activation;
 use crate::storage::f32_slice;
@@ -50,18 +52,24 @@ pub(crate) fn geometry(
     Ok((g, kind))
 }
 
-/// Runs the forward algorithm the geometry calls for, then `epi` on each output chunk.
+/// Runs the forward algorithm the geometry calls for, then `epi` on each output chunk; a
+/// Winograd forward leaves its transformed input in `stash` when that is on.
 fn forward_storage(
     g: &ConvGeometry,
     kind: ConvKind,
     x: &[f32],
     w: &[f32],
     epi: Option<&Epilogue<'_>>,
+    stash: &TileStash,
 ) -> (CpuStorage, Shape) {
     let out = match kind {
         _ if g.batch == 0 => Vec::new(),
         ConvKind::Depthwise => depthwise::forward(g, x, w, epi),
-        ConvKind::Dense if winograd::applies(g, winograd_policy()) => winograd::forward_fresh(g, x, w, epi, None),
+        ConvKind::Dense if winograd::applies(g, winograd_policy()) => {
+            let (out, tiles) = winograd::forward_fresh(g, x, w, epi, None, stash.is_on());
+            stash.put(tiles);
+            out
+        }
         ConvKind::Dense => {
             let mut out = crate::zeroed::zeros(g.batch * g.c_out * g.p_out());
             dense::forward(g, x, w, &mut out, epi, None);
@@ -74,9 +82,23 @@ fn forward_storage(
     )
 }
 
-/// `conv2d(x, w)`, differentiable in both arguments.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Forward(pub Conv2dParams);
+/// `conv2d(x, w)`, differentiable in both arguments; the stash carries the Winograd tiles from
+/// the forward to the weight gradient when on.
+#[derive(Clone, Debug)]
+pub(crate) struct Forward {
+    pub params: Conv2dParams,
+    pub stash: TileStash,
+}
+
+impl Forward {
+    /// The op without a stash.
+    pub fn plain(params: Conv2dParams) -> Self {
+        Self {
+            params,
+            stash: TileStash::default(),
+        }
+    }
+}
 
 impl CustomOp2 for Forward {
     fn name(&self) -> &'static str {
@@ -91,12 +113,12 @@ impl CustomOp2 for Forward {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (g, kind) =
-            geometry(dims4(l1, "input")?, dims4(l2, "weight")?, &self.0).map_err(candle_core::Error::msg)?;
+            geometry(dims4(l1, "input")?, dims4(l2, "weight")?, &self.params).map_err(candle_core::Error::msg)?;
         let (x, w) = (
             f32_slice(s1, l1, "quarc conv2d", "input")?,
             f32_slice(s2, l2, "quarc conv2d", "weight")?,
         );
-        Ok(forward_storage(&g, kind, x, w, None))
+        Ok(forward_storage(&g, kind, x, w, None, &self.stash))
     }
 
     fn bwd(
@@ -112,7 +134,7 @@ impl CustomOp2 for Forward {
             Some(grad.apply_op2_no_bwd(
                 w,
                 &GradInput {
-                    params: self.0,
+                    params: self.params,
                     h,
                     w: wd,
                 },
@@ -124,10 +146,11 @@ impl CustomOp2 for Forward {
         let dw = x.apply_op2_no_bwd(
             &grad,
             &GradWeight {
-                params: self.0,
+                params: self.params,
                 kh,
                 kw,
                 quant: None,
+                saved: self.stash.take().map(Arc::new),
             },
         )?;
         Ok((dx, Some(dw)))
@@ -183,14 +206,15 @@ impl CustomOp2 for GradInput {
     }
 }
 
-/// `(x, dy) ↦ dw`; stores the kernel size, and the input fake-quant grid when the forward
-/// quantized `x` while packing it.
-#[derive(Clone, Copy, Debug)]
+/// `(x, dy) ↦ dw`; stores the kernel size, the input fake-quant grid when the forward
+/// quantized `x` while packing it, and the Winograd tiles the forward kept, if any.
+#[derive(Clone, Debug)]
 pub(crate) struct GradWeight {
     pub params: Conv2dParams,
     pub kh: usize,
     pub kw: usize,
     pub quant: Option<Grid>,
+    pub saved: Option<Arc<SavedTiles>>,
 }
 
 impl CustomOp2 for GradWeight {
@@ -226,7 +250,7 @@ impl CustomOp2 for GradWeight {
             ConvKind::Dense => {
                 let packing = self.quant.map(Packing::new);
                 if winograd::applies(&g, winograd_policy()) {
-                    winograd::grad_weight(&g, x, dy, &mut dw, packing.as_ref())
+                    winograd::grad_weight(&g, x, dy, &mut dw, packing.as_ref(), self.saved.as_deref())
                 } else {
                     dense::grad_weight(&g, x, dy, &mut dw, packing.as_ref())
                 }
@@ -277,7 +301,7 @@ impl CustomOp3 for ForwardAffine {
             shift: &ss[g.c_out..],
             act: self.act,
         };
-        Ok(forward_storage(&g, kind, x, w, Some(&epi)))
+        Ok(forward_storage(&g, kind, x, w, Some(&epi), &TileStash::default()))
     }
 
     fn bwd(
@@ -298,8 +322,8 @@ impl CustomOp3 for ForwardAffine {
         };
         let scale = ss.get(0)?.reshape((1, c, 1, 1))?;
         let dconv = g.broadcast_mul(&scale)?.contiguous()?;
-        let (dx, dw) = Forward(self.params).bwd(x, w, &dconv, &dconv)?;
-        let conv = x.apply_op2_no_bwd(w, &Forward(self.params))?;
+        let (dx, dw) = Forward::plain(self.params).bwd(x, w, &dconv, &dconv)?;
+        let conv = x.apply_op2_no_bwd(w, &Forward::plain(self.params))?;
         let dscale = (&g * &conv)?.sum((0, 2, 3))?;
         let dshift = g.sum((0, 2, 3))?;
         Ok((dx, dw, Some(Tensor::stack(&[dscale, dshift], 0)?)))
@@ -314,6 +338,7 @@ pub(crate) struct ForwardLsqInput {
     pub params: Conv2dParams,
     pub spec: LsqInput,
     pub nan: Arc<AtomicBool>,
+    pub stash: TileStash,
 }
 
 /// The step, read from its one-element tensor.
@@ -356,7 +381,9 @@ impl CustomOp3 for ForwardLsqInput {
         let packing = Packing::new(Grid::new(step, &self.spec));
         let len = g.batch * g.c_out * g.p_out();
         let out = if g.batch > 0 && winograd::applies(&g, winograd_policy()) {
-            winograd::forward_fresh(&g, x, w, None, Some(&packing))
+            let (out, tiles) = winograd::forward_fresh(&g, x, w, None, Some(&packing), self.stash.is_on());
+            self.stash.put(tiles);
+            out
         } else {
             let mut out = crate::zeroed::zeros(len);
             if g.batch > 0 {
@@ -406,6 +433,7 @@ impl CustomOp3 for ForwardLsqInput {
                 kh,
                 kw,
                 quant: Some(grid),
+                saved: self.stash.take().map(Arc::new),
             },
         )?;
         Ok((x.track_op().then_some(dx), Some(dw), Some(dstep)))

@@ -5,6 +5,7 @@ use std::time::Instant;
 use quarc_coreset::{Coreset, ScoreInput};
 use quarc_correction::{AlignmentLoss, Cascade, Distillation};
 use quarc_data::BatchLoader;
+use quarc_kernels::keeping_winograd_tiles;
 use quarc_models::{Mode, Model};
 use quarc_quant_core::Progress;
 
@@ -62,7 +63,8 @@ pub fn train_epoch(
     let mut clc_sum: Vec<(String, f64)> = Vec::new();
     for batch in loader.epoch(progress.epoch, subset)? {
         let b = batch?;
-        let s = parts.student.forward_mode(&b.images, Mode::Train)?;
+        // the Winograd layers keep their transformed input for the weight gradient
+        let s = keeping_winograd_tiles(|| parts.student.forward_mode(&b.images, Mode::Train))?;
         let r = match need_reference {
             true => Some(parts.reference.forward_mode(&b.images, Mode::Eval)?.detach()),
             false => None,

@@ -6,6 +6,7 @@ use std::time::Instant;
 use candle_core::Tensor;
 use candle_nn::VarMap;
 use quarc_data::{Batch, BatchLoader};
+use quarc_kernels::keeping_winograd_tiles;
 use quarc_models::{Mode, Model, checkpoint};
 
 use super::progress::{accuracy, bar};
@@ -89,7 +90,7 @@ impl Experiment {
             let mut loss_sum = 0.0;
             for batch in loader.epoch(epoch, None)? {
                 let b = batch?;
-                let logits = model.forward_mode(&b.images, Mode::Train)?.logits;
+                let logits = keeping_winograd_tiles(|| model.forward_mode(&b.images, Mode::Train))?.logits;
                 hook(FpEvent::Batch {
                     batch: &b,
                     logits: &logits.detach(),

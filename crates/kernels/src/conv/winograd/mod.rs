@@ -25,8 +25,11 @@ use std::mem::MaybeUninit;
 mod f4;
 mod filter;
 mod filter_adjoint;
+mod saved;
 mod tiles;
 mod weight_grad;
+
+pub(crate) use saved::{SavedTiles, TilesKey};
 
 use rayon::prelude::*;
 
@@ -224,7 +227,8 @@ impl<'a> Filter<'a> {
 }
 
 /// Runs the plan over every image in `x` (`batch × c_in × h × w`), `u` being the transformed
-/// filter; `out` is `batch × c_out × ho × wo`, written whole (it may arrive unwritten).
+/// filter; `out` is `batch × c_out × ho × wo`, written whole (it may arrive unwritten). With
+/// `save`, each chunk's transformed input is pushed there instead of reused for the next.
 fn run(
     p: &Plan,
     x: &[f32],
@@ -232,6 +236,7 @@ fn run(
     out: &mut [MaybeUninit<f32>],
     epi: Option<&Epilogue<'_>>,
     q: Option<&Packing>,
+    mut save: Option<&mut Vec<Vec<f32>>>,
 ) {
     let (img_in, ohw, tiles) = (p.c_in * p.h * p.w, p.ho * p.wo, p.tiles());
     let img_out = p.c_out * ohw;
@@ -244,18 +249,21 @@ fn run(
     );
     let (nb, xis) = (p.images_per_chunk(), p.xis());
     let mut bufs = Buffers::take();
-    let Buffers(v, m, staged) = &mut bufs;
+    let Buffers(v_reused, m, staged) = &mut bufs;
+    let mut v_kept = Vec::new();
     for (xs, os) in x.chunks(nb * img_in).zip(out.chunks_mut(nb * img_out)) {
         let n = xs.len() / img_in;
         let st = Strides::new(n * tiles, p.c_out);
-        // Every value the GEMMs read is written first: no zeroing needed.
-        v.resize(xis * p.c_in * st.row, 0.0);
+        // Every value the GEMMs read is written first: the reused buffer needs no zeroing.
+        let v = if save.is_some() {
+            v_kept = crate::zeroed::zeros(xis * p.c_in * st.row);
+            &mut v_kept
+        } else {
+            &mut *v_reused
+        };
+        input_tiles(p, xs, q, st, v);
         m.resize(xis * st.m_plane, 0.0);
         staged.resize(p.c_out * n * ohw, 0.0);
-        // Input transform, laid out `[c][ξ][tile]` so each channel is one task's contiguous block.
-        v.par_chunks_mut(xis * st.row)
-            .enumerate()
-            .for_each(|(c, vc)| with_input_scratch(|s| wide(InputChannel { p, xs, c, vc, st, s, q })));
         // One GEMM per ξ: M[ξ] (c_out × tiles, row stride `row`) = U[ξ] · V[ξ].
         m[..xis * st.m_plane]
             .par_chunks_mut(st.m_plane)
@@ -294,25 +302,31 @@ fn run(
             let o = unsafe { assume_written(o) };
             finish(epi, o, p.c_out, ohw);
         });
+        if let Some(kept) = save.as_deref_mut() {
+            kept.push(std::mem::take(&mut v_kept));
+        }
     }
     bufs.put_back();
 }
 
-/// `out = conv(q(x), w)`, then `epi` per image, for a geometry where [`applies`] holds; `q` is
-/// the input fake-quant, applied while the input is interleaved for the tile transform.
-pub(crate) fn forward(
-    g: &ConvGeometry,
-    x: &[f32],
-    w: &[f32],
-    out: &mut [MaybeUninit<f32>],
-    epi: Option<&Epilogue<'_>>,
-    q: Option<&Packing>,
-) {
-    let m = tile_side(g.batch, g.h_out(), g.w_out(), g.c_in.max(g.c_out));
-    forward_tiled(g, x, w, out, epi, q, m);
+/// The input transform of one chunk `xs` into `v`, resized to `[c][ξ][tile]` rows of
+/// `st.row` so that each channel is one task's contiguous block.
+fn input_tiles(p: &Plan, xs: &[f32], q: Option<&Packing>, st: Strides, v: &mut Vec<f32>) {
+    v.resize(p.xis() * p.c_in * st.row, 0.0);
+    v.par_chunks_mut(p.xis() * st.row)
+        .enumerate()
+        .for_each(|(c, vc)| with_input_scratch(|s| wide(InputChannel { p, xs, c, vc, st, s, q })));
 }
 
-/// [`forward`] into a new vector, never zero-filled first.
+/// The output-tile side the forward and the weight gradient of `g` use.
+fn forward_tile(g: &ConvGeometry) -> usize {
+    tile_side(g.batch, g.h_out(), g.w_out(), g.c_in.max(g.c_out))
+}
+
+/// `conv(q(x), w)`, then `epi` per image, into a new vector (never zero-filled first), for a
+/// geometry where [`applies`] holds; `q` is the input fake-quant, applied while the input is
+/// interleaved for the tile transform. With `keep`, also the transformed input for
+/// [`grad_weight`].
 #[allow(unsafe_code)]
 pub(crate) fn forward_fresh(
     g: &ConvGeometry,
@@ -320,13 +334,27 @@ pub(crate) fn forward_fresh(
     w: &[f32],
     epi: Option<&Epilogue<'_>>,
     q: Option<&Packing>,
-) -> Vec<f32> {
+    keep: bool,
+) -> (Vec<f32>, Option<SavedTiles>) {
+    let m = forward_tile(g);
+    let mut chunks = keep.then(Vec::new);
     // SAFETY: `run` writes every output value: it asserts whole images on both sides, as many
     // of each, and writes each image's planes whole.
-    unsafe { written_by(g.batch * g.c_out * g.p_out(), |out| forward(g, x, w, out, epi, q)) }
+    let out = unsafe {
+        written_by(g.batch * g.c_out * g.p_out(), |out| {
+            forward_tiled(g, x, w, out, epi, q, m, chunks.as_mut())
+        })
+    };
+    let saved = chunks.map(|chunks| SavedTiles {
+        key: TilesKey::new(g, m, q.map(Packing::grid)),
+        chunks,
+    });
+    (out, saved)
 }
 
-/// [`forward`] with `m × m` output tiles (2 or [`f4::M`]).
+/// [`forward_fresh`] with `m × m` output tiles (2 or [`f4::M`]), each chunk's transformed input
+/// pushed to `save` when given.
+#[allow(clippy::too_many_arguments)]
 fn forward_tiled(
     g: &ConvGeometry,
     x: &[f32],
@@ -335,6 +363,7 @@ fn forward_tiled(
     epi: Option<&Epilogue<'_>>,
     q: Option<&Packing>,
     m: usize,
+    save: Option<&mut Vec<Vec<f32>>>,
 ) {
     let plan = Plan::with_tile(g.c_in, g.c_out, g.h, g.w, g.padding, m);
     let u = if m == f4::M {
@@ -342,7 +371,7 @@ fn forward_tiled(
     } else {
         transform_filter(w, g.c_out, g.c_in)
     };
-    run(&plan, x, Filter::Direct(&u), out, epi, q);
+    run(&plan, x, Filter::Direct(&u), out, epi, q, save);
 }
 
 /// `dx = convᵀ(dy, w)` for a geometry where [`applies`] holds: a stride-1 3×3 convolution of
@@ -368,24 +397,46 @@ fn grad_input_tiled(g: &ConvGeometry, dy: &[f32], w: &[f32], dx: &mut [MaybeUnin
     // forward's transform reads `w` in order.
     if m == f4::M {
         let u = f4::transform_filter(w, g.c_out, g.c_in, true);
-        run(&plan, dy, Filter::Direct(&u), dx, None, None);
+        run(&plan, dy, Filter::Direct(&u), dx, None, None, None);
     } else {
         let u = transform_filter(w, g.c_out, g.c_in);
-        run(&plan, dy, Filter::Rotated(&u), dx, None, None);
+        run(&plan, dy, Filter::Rotated(&u), dx, None, None, None);
     }
 }
 
 /// `dw = Σ_images ∂conv(q(x), w)/∂w · dy` for a geometry where [`applies`] holds: the input
 /// tiles as in the forward, the output gradient's tiles lifted (`A ∂y Aᵀ`), one GEMM per `ξ`
 /// accumulated chunk after chunk (a fixed order: the chunking depends on the shapes only), and
-/// the filter transform's adjoint at the end.
-pub(crate) fn grad_weight(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32], q: Option<&Packing>) {
-    let m = tile_side(g.batch, g.h_out(), g.w_out(), g.c_in.max(g.c_out));
-    grad_weight_tiled(g, x, dy, dw, q, m);
+/// the filter transform's adjoint at the end. The input tiles come from `saved` when the
+/// forward kept them for this geometry and fake-quant (the same values), else from `x`.
+pub(crate) fn grad_weight(
+    g: &ConvGeometry,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    q: Option<&Packing>,
+    saved: Option<&SavedTiles>,
+) {
+    let m = forward_tile(g);
+    let key = TilesKey::new(g, m, q.map(Packing::grid));
+    let saved = saved.filter(|s| s.key == key).map(|s| &s.chunks[..]);
+    if saved.is_some() {
+        super::stash::count_reuse();
+    }
+    grad_weight_tiled(g, x, dy, dw, q, m, saved);
 }
 
-/// [`grad_weight`] with `m × m` output tiles (2 or [`f4::M`]).
-fn grad_weight_tiled(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32], q: Option<&Packing>, m: usize) {
+/// [`grad_weight`] with `m × m` output tiles (2 or [`f4::M`]), reading chunk `i`'s input tiles
+/// from `saved[i]` when given.
+fn grad_weight_tiled(
+    g: &ConvGeometry,
+    x: &[f32],
+    dy: &[f32],
+    dw: &mut [f32],
+    q: Option<&Packing>,
+    m: usize,
+    saved: Option<&[Vec<f32>]>,
+) {
     let p = Plan::with_tile(g.c_in, g.c_out, g.h, g.w, g.padding, m);
     let (img_in, img_out, tiles) = (p.c_in * p.h * p.w, p.c_out * p.ho * p.wo, p.tiles());
     let (nb, xis) = (p.images_per_chunk(), p.xis());
@@ -400,21 +451,15 @@ fn grad_weight_tiled(g: &ConvGeometry, x: &[f32], dy: &[f32], dw: &mut [f32], q:
     }
     for (i, (xs, dys)) in x.chunks(nb * img_in).zip(dy.chunks(nb * img_out)).enumerate() {
         let st = Strides::new(xs.len() / img_in * tiles, p.c_out);
-        v.resize(xis * p.c_in * st.row, 0.0);
+        let v_len = xis * p.c_in * st.row;
+        let v: &[f32] = match saved.and_then(|s| s.get(i)).filter(|v| v.len() == v_len) {
+            Some(kept) => kept,
+            None => {
+                input_tiles(&p, xs, q, st, v);
+                v
+            }
+        };
         dm.resize(xis * p.c_out * st.row, 0.0);
-        v.par_chunks_mut(xis * st.row).enumerate().for_each(|(c, vc)| {
-            with_input_scratch(|s| {
-                wide(InputChannel {
-                    p: &p,
-                    xs,
-                    c,
-                    vc,
-                    st,
-                    s,
-                    q,
-                })
-            })
-        });
         dm.par_chunks_mut(xis * st.row).enumerate().for_each(|(o, dmo)| {
             with_input_scratch(|s| {
                 wide(GradTiles {
@@ -570,9 +615,9 @@ mod tests {
                 // SAFETY (both): the passes store only computed values.
                 #[allow(unsafe_code)]
                 let (yv, dxv) = unsafe { (as_unwritten(&mut y), as_unwritten(&mut dx)) };
-                forward_tiled(&g, &x, &w, yv, None, None, m);
+                forward_tiled(&g, &x, &w, yv, None, None, m, None);
                 grad_input_tiled(&g, &dy, &w, dxv, m);
-                grad_weight_tiled(&g, &x, &dy, &mut dw, None, m);
+                grad_weight_tiled(&g, &x, &dy, &mut dw, None, m, None);
                 let (ey, edx, edw) = (rel_err(&y, &y64), rel_err(&dx, &dx64), rel_err(&dw, &dw64));
                 println!("{c} @ {hw}², m {m}: y {ey:.2e}, dx {edx:.2e}, dw {edw:.2e}");
                 assert!(
@@ -585,6 +630,33 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_weight_gradient_reads_kept_tiles_only_for_their_key() {
+        let g = geometry(8, 3, 1, 1);
+        let x: Vec<f32> = (0..2 * 8 * 64).map(|i| value(i, 1.0)).collect();
+        let w: Vec<f32> = (0..8 * 8 * 9).map(|i| value(i + 3, 0.3)).collect();
+        let dy: Vec<f32> = (0..2 * 8 * 64).map(|i| value(i + 9, 1.0)).collect();
+        let dw_with = |q: Option<&Packing>, saved: Option<&SavedTiles>| {
+            let mut dw = vec![f32::NAN; w.len()];
+            grad_weight(&g, &x, &dy, &mut dw, q, saved);
+            dw.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        };
+        let (y, saved) = forward_fresh(&g, &x, &w, None, None, true);
+        let mut saved = saved.expect("kept");
+        assert_eq!(y, forward_fresh(&g, &x, &w, None, None, false).0);
+        assert_eq!(dw_with(None, Some(&saved)), dw_with(None, None));
+        // tiles zeroed behind its back: the gradient is zero, so it read them
+        saved.chunks.iter_mut().for_each(|c| c.fill(0.0));
+        assert!(dw_with(None, Some(&saved)).iter().all(|&b| b == 0));
+        // an input fake-quant the forward did not apply: the tiles are computed again
+        let q = Packing::new(crate::conv::input_quant::Grid {
+            step: 0.5,
+            qn: -2.0,
+            qp: 1.0,
+        });
+        assert_eq!(dw_with(Some(&q), Some(&saved)), dw_with(Some(&q), None));
     }
 
     #[test]
