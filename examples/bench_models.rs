@@ -110,7 +110,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 m.calibrate(&x)?;
                 let step = || -> Result<f64, Box<dyn std::error::Error>> {
                     let t0 = Instant::now();
-                    let logits = m.forward_mode(&x, Mode::Train)?.logits;
+                    // as the trainer's step: Winograd layers keep their tiles for the weight gradient
+                    let logits = quarc::kernels::keeping_winograd_tiles(|| m.forward_mode(&x, Mode::Train))?.logits;
                     let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
                     let grads = loss.backward()?;
                     drop(grads);
