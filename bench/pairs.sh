@@ -9,6 +9,9 @@
 #   FILTER=smallcnn REPS=40 bench/pairs.sh conv 4   # only the workloads whose name contains FILTER
 #   TORCH_ALLOCATOR=both bench/pairs.sh step 4       # PyTorch also under quarc's allocator settings (side torch+retained)
 #
+#   GLIBC_TUNABLES=…:glibc.malloc.hugetlb=1 bench/pairs.sh step 4   # both sides under one setting (quarc leaves a
+#                                                                  # GLIBC_TUNABLES with malloc tunables as it is)
+#
 # quarc's binary keeps freed memory in the heap (`retain_freed_memory`: glibc's trim off, no block mapped on its own); PyTorch runs on
 # glibc's defaults unless TORCH_ALLOCATOR is `retained` (only under the same settings) or `both` (each round runs it
 # both ways).
@@ -26,7 +29,7 @@ mkdir -p bench/results
 OUT="${OUT:-bench/results/pairs-$GROUP-$(date -u +%Y%m%dT%H%M%SZ).jsonl}"
 CPU="$(lscpu | sed -n 's/^Model name: *//p' | head -1), family $(lscpu | sed -n 's/^CPU family: *//p' | head -1) model $(lscpu | sed -n 's/^Model: *//p' | head -1)"
 FLAGS=$(grep -o -w -E 'avx2|avx512f|avx512_vnni|avx512_bf16' /proc/cpuinfo | sort -u | tr '\n' ' ')
-echo "{\"side\":\"machine\",\"cpu\":\"$CPU ($FLAGS)\",\"isa_cap\":\"${QUARC_CPU_ISA:-none}\",\"torch_allocator\":\"${TORCH_ALLOCATOR:-default}\",\"threads\":$THREADS,\"date\":\"$(date -u +%FT%TZ)\",\"commit\":\"$(git rev-parse --short HEAD)\"}" >> "$OUT"
+echo "{\"side\":\"machine\",\"cpu\":\"$CPU ($FLAGS)\",\"isa_cap\":\"${QUARC_CPU_ISA:-none}\",\"torch_allocator\":\"${TORCH_ALLOCATOR:-default}\",\"glibc_tunables\":\"${GLIBC_TUNABLES:-}\",\"threads\":$THREADS,\"date\":\"$(date -u +%FT%TZ)\",\"commit\":\"$(git rev-parse --short HEAD)\"}" >> "$OUT"
 SELECT=()
 [ -n "${FILTER:-}" ] && SELECT=(--filter "$FILTER")
 quarc() { "$BIN" --group "$GROUP" --reps "$REPS" --out "$OUT" "${SELECT[@]}"; }
