@@ -1,5 +1,6 @@
 //! A user's own model (defined here, not in quarc-models) through the trainer, with a coreset
 //! and a layer correction the user built: logs, plots, checkpoints and a bit-identical resume.
+//! Its 64-channel 3×3 block runs on Winograd, whose weight gradients reuse the forward's tiles.
 
 mod common;
 
@@ -16,7 +17,8 @@ use quarc_models::{Activation, ConvBn, ConvSpec, Layers, LinearSpec, Mode, Model
 use quarc_quant_core::{FeatureMap, ModelOutput, QLinear, QatConfig};
 use quarc_train::*;
 
-/// conv-BN-ReLU, a residual conv-BN-ReLU, global pooling, a classifier.
+/// conv-BN-ReLU, a residual conv-BN-ReLU (64 channels: a Winograd layer), global pooling, a
+/// classifier.
 struct ResidualNet {
     stem: ConvBn,
     block: ConvBn,
@@ -26,9 +28,9 @@ struct ResidualNet {
 impl ResidualNet {
     fn new(b: &Layers) -> quarc_models::Result<Self> {
         Ok(Self {
-            stem: ConvBn::new(b, "stem", ConvSpec::new(1, 8, 3).stride(2).signed_input())?,
-            block: ConvBn::new(b, "block", ConvSpec::new(8, 8, 3))?,
-            fc: b.linear("fc", LinearSpec::new(8, 10))?,
+            stem: ConvBn::new(b, "stem", ConvSpec::new(1, 64, 3).stride(2).signed_input())?,
+            block: ConvBn::new(b, "block", ConvSpec::new(64, 64, 3))?,
+            fc: b.linear("fc", LinearSpec::new(64, 10))?,
         })
     }
 }
@@ -101,8 +103,12 @@ fn experiment(dir: &std::path::Path, stop_after: Option<usize>) -> Experiment {
 fn a_user_model_trains_logs_and_resumes_bit_identically_through_the_trainer() {
     let root = std::env::temp_dir().join(format!("quarc-custom-{}", std::process::id()));
     let (a, b) = (root.join("straight"), root.join("resumed"));
+    let reused = quarc_kernels::winograd_tiles_reused();
     let full = experiment(&a, None).run().unwrap();
     assert!(full.finished && full.epochs_done == 3);
+    // every training step's block weight gradient read its forward's tiles: 13 reference
+    // batches (400 images of 32) and 3 × 4 QAT batches (100 of 32); other tests only add
+    assert!(quarc_kernels::winograd_tiles_reused() - reused >= 13 + 12);
     assert!(full.final_accuracy > 0.1, "{}", full.final_accuracy); // better than chance on 10 classes
     let first = experiment(&b, Some(1)).run().unwrap();
     assert!(!first.finished);

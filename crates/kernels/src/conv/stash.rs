@@ -135,7 +135,7 @@ mod tests {
             groups: 1,
         };
         let tiles = || SavedTiles {
-            key: crate::conv::winograd::TilesKey::new(&g, 2, None),
+            key: crate::conv::winograd::TilesKey::new(&g, None),
             chunks: vec![vec![1.0; 3]],
         };
         let off = TileStash::when(false);

@@ -346,7 +346,7 @@ pub(crate) fn forward_fresh(
         })
     };
     let saved = chunks.map(|chunks| SavedTiles {
-        key: TilesKey::new(g, m, q.map(Packing::grid)),
+        key: TilesKey::new(g, q.map(Packing::grid)),
         chunks,
     });
     (out, saved)
@@ -418,7 +418,7 @@ pub(crate) fn grad_weight(
     saved: Option<&SavedTiles>,
 ) {
     let m = forward_tile(g);
-    let key = TilesKey::new(g, m, q.map(Packing::grid));
+    let key = TilesKey::new(g, q.map(Packing::grid));
     let saved = saved.filter(|s| s.key == key).map(|s| &s.chunks[..]);
     if saved.is_some() {
         super::stash::count_reuse();

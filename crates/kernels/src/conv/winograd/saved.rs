@@ -13,18 +13,16 @@ use super::super::input_quant::Grid;
 /// everything here matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct TilesKey {
+    /// The layer's shapes (which also fix the tile size and the chunks).
     geometry: ConvGeometry,
-    /// Output-tile side.
-    m: usize,
     /// The input fake-quant's step and levels, as bits.
     grid: Option<[u32; 3]>,
 }
 
 impl TilesKey {
-    pub fn new(geometry: &ConvGeometry, m: usize, grid: Option<&Grid>) -> Self {
+    pub fn new(geometry: &ConvGeometry, grid: Option<&Grid>) -> Self {
         Self {
             geometry: *geometry,
-            m,
             grid: grid.map(|g| [g.step.to_bits(), g.qn.to_bits(), g.qp.to_bits()]),
         }
     }
