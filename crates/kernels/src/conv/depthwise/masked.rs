@@ -24,8 +24,13 @@
 //! fresh output first was a whole extra pass over it. So these passes write into the output
 //! vector's spare capacity and set its length once every value is written.
 //!
-//! AVX-512F masks lanes with a 16-bit mask register; AVX2 with `vmaskmovps` and a vector of lane
-//! masks. Masked-off lanes are never read, so no address outside the plane is touched.
+//! AVX-512F masks lanes with a 16-bit mask register: masked-off lanes are never read. AVX2 has
+//! `vmaskmovps`, which on an AMD Zen 1 ran the 192 @ 8² forward and input gradient at a third
+//! of the speed of plain loads. So AVX2 loads all eight lanes and clears the masked-off ones with
+//! an AND of the lane mask (the same +0.0 a masked load gives, so the same bits), wherever every
+//! such load of a pair of planes stays inside the batch's buffer: a masked-off lane then reads a
+//! neighbouring plane's value and discards it. Only the pairs at the buffer's two ends, whose
+//! loads could leave it, take `vmaskmovps` (`Plan::plain_loads_fit`).
 
 use std::mem::MaybeUninit;
 
@@ -81,6 +86,9 @@ struct Plan {
     masks: Vec<u16>,
     /// The same masks as vectors of all-ones and zero lanes, for AVX2 (empty with AVX-512F).
     words: Vec<[i32; 8]>,
+    /// Relative to a plane's first value, the first value a tap's whole vector may read and one
+    /// past the last (outside the plane where a masked-off lane is).
+    reach: [isize; 2],
 }
 
 impl Plan {
@@ -105,6 +113,13 @@ impl Plan {
         for v in 0..padded {
             masks.push((0..lanes).filter(|&l| v * lanes + l < p).fold(0u16, |m, l| m | 1 << l));
         }
+        let offsets = shifts.map(|(dy, dx)| dy * w + dx);
+        let (lowest, highest) = (offsets.iter().min().copied(), offsets.iter().max().copied());
+        let last_vector = (vectors.max(1) - 1) * lanes;
+        let reach = [
+            lowest.unwrap_or(0),
+            (last_vector + lanes) as isize + highest.unwrap_or(0),
+        ];
         let words = if lanes == 8 {
             masks.iter().map(|&m| words(m)).collect()
         } else {
@@ -115,10 +130,19 @@ impl Plan {
             vectors,
             padded,
             p,
-            offsets: shifts.map(|(dy, dx)| dy * w + dx),
+            offsets,
             masks,
             words,
+            reach,
         }
+    }
+
+    /// Whether every whole-vector load of `planes` consecutive planes from value `start` of a
+    /// buffer of `len` values stays inside the buffer.
+    fn plain_loads_fit(&self, start: usize, planes: usize, len: usize) -> bool {
+        let first = start as isize + self.reach[0];
+        let end = (start + (planes.max(1) - 1) * self.p) as isize + self.reach[1];
+        first >= 0 && end <= len as isize
     }
 
     /// Where the mask of the outputs of vector `v` that exist sits in `masks` and `words`.
@@ -126,24 +150,32 @@ impl Plan {
         self.padded * TAPS + v
     }
 
-    /// The planes of one image (`taps` holds nine weights per plane) into `dst`, every value of
-    /// which it writes.
-    fn image(&self, taps: &[f32], src: &[f32], dst: &mut [MaybeUninit<f32>]) {
+    /// The planes of one image, from value `first` of the batch `src` (`taps` holds nine weights
+    /// per plane), into `dst`, every value of which it writes.
+    fn image(&self, taps: &[f32], src: &[f32], first: usize, dst: &mut [MaybeUninit<f32>]) {
         let channels = taps.len() / TAPS;
-        assert!(taps.len() == channels * TAPS && src.len() == channels * self.p && dst.len() == src.len());
+        assert!(taps.len() == channels * TAPS && dst.len() == channels * self.p && first + dst.len() <= src.len());
         // `suits` is false off x86-64 (`isa` reports baseline vectors there); `fresh` relies on
         // every value being written, so no other architecture may get this far
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("masked depthwise passes on {} values without x86-64 vectors", dst.len());
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `suits` admitted this plan only with the ISA its lane count names; the slices
-        // hold `channels` planes (checked above), and every unmasked lane lies inside a plane.
+        // SAFETY: `suits` admitted this plan only with the ISA its lane count names; `src` holds
+        // `channels` planes from `first` and `dst` as many (checked above); every unmasked lane
+        // lies inside a plane, and a whole-vector load is taken only inside `src`.
         #[allow(unsafe_code)]
         unsafe {
-            let (src, dst) = (src.as_ptr(), dst.as_mut_ptr().cast::<f32>());
+            let (batch, dst) = (
+                Batch {
+                    src: src.as_ptr(),
+                    len: src.len(),
+                    first,
+                },
+                dst.as_mut_ptr().cast::<f32>(),
+            );
             match self.lanes {
-                16 => x86::image_avx512(self, taps, src, dst),
-                _ => x86::image_avx2(self, taps, src, dst),
+                16 => x86::image_avx512(self, taps, batch, dst),
+                _ => x86::image_avx2(self, taps, batch, dst),
             }
         }
     }
@@ -165,6 +197,15 @@ impl Plan {
             x86::weight_avx512(self, dy.as_ptr(), x.as_ptr(), sums)
         }
     }
+}
+
+/// The batch an image's planes are read from: its first value, its length, and where the image
+/// starts in it.
+#[derive(Clone, Copy)]
+struct Batch {
+    src: *const f32,
+    len: usize,
+    first: usize,
 }
 
 /// The low eight bits of `bits` as eight lanes of all ones (bit set) or zero.
@@ -246,15 +287,13 @@ fn images(
     if image == 0 {
         return;
     }
-    dst.par_chunks_mut(image)
-        .zip(src.par_chunks(image))
-        .for_each(|(dst, src)| {
-            plan.image(w, src, dst);
-            // SAFETY: `Plan::image` wrote every value of `dst`; `MaybeUninit<f32>` has `f32`'s layout.
-            #[allow(unsafe_code)]
-            let dst = unsafe { &mut *(std::ptr::from_mut(dst) as *mut [f32]) };
-            finish(epi, dst, g.c_in, g.p_in());
-        });
+    dst.par_chunks_mut(image).enumerate().for_each(|(b, dst)| {
+        plan.image(w, src, b * image, dst);
+        // SAFETY: `Plan::image` wrote every value of `dst`; `MaybeUninit<f32>` has `f32`'s layout.
+        #[allow(unsafe_code)]
+        let dst = unsafe { &mut *(std::ptr::from_mut(dst) as *mut [f32]) };
+        finish(epi, dst, g.c_in, g.p_in());
+    });
 }
 
 /// The kernels, one generic loop for both vector widths.
@@ -262,12 +301,12 @@ fn images(
 #[allow(unsafe_code)]
 mod x86 {
     use std::arch::x86_64::{
-        __m256, __m512, _mm256_add_ps, _mm256_loadu_ps, _mm256_loadu_si256, _mm256_maskload_ps, _mm256_maskstore_ps,
-        _mm256_mul_ps, _mm256_set1_ps, _mm256_storeu_ps, _mm512_add_ps, _mm512_loadu_ps, _mm512_mask_storeu_ps,
-        _mm512_maskz_loadu_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_storeu_ps,
+        __m256, __m512, _mm256_add_ps, _mm256_and_ps, _mm256_castsi256_ps, _mm256_loadu_ps, _mm256_loadu_si256,
+        _mm256_maskload_ps, _mm256_maskstore_ps, _mm256_mul_ps, _mm256_set1_ps, _mm256_storeu_ps, _mm512_add_ps,
+        _mm512_loadu_ps, _mm512_mask_storeu_ps, _mm512_maskz_loadu_ps, _mm512_mul_ps, _mm512_set1_ps, _mm512_storeu_ps,
     };
 
-    use super::{BLOCK, Plan, TAPS, words};
+    use super::{BLOCK, Batch, Plan, TAPS, words};
 
     /// One vector width's masked loads and stores.
     trait Width {
@@ -279,6 +318,12 @@ mod x86 {
         /// # Safety
         /// As [`Width::splat`]; the lanes of mask `m` of `plan` must lie inside `at`'s allocation.
         unsafe fn load(plan: &Plan, m: usize, at: *const f32) -> Self::V;
+        /// Whether whole-vector loads with cleared lanes ([`Width::load_cleared`]) beat masked ones.
+        const PLAIN_LOADS: bool;
+        /// [`Width::load`] as a whole-vector load whose masked-off lanes are then cleared.
+        /// # Safety
+        /// As [`Width::splat`]; the whole vector at `at` must lie inside one allocation.
+        unsafe fn load_cleared(plan: &Plan, m: usize, at: *const f32) -> Self::V;
         /// # Safety
         /// As [`Width::splat`]; `at` must hold a whole vector.
         unsafe fn load_all(at: *const f32) -> Self::V;
@@ -307,6 +352,13 @@ mod x86 {
         unsafe fn load(plan: &Plan, m: usize, at: *const f32) -> __m512 {
             // SAFETY: forwarded; masked-off lanes are not read.
             unsafe { _mm512_maskz_loadu_ps(plan.masks[m], at) }
+        }
+        // mask registers: a masked load costs what a plain one does
+        const PLAIN_LOADS: bool = false;
+        #[inline(always)]
+        unsafe fn load_cleared(plan: &Plan, m: usize, at: *const f32) -> __m512 {
+            // SAFETY: forwarded (a masked load reads less).
+            unsafe { Self::load(plan, m, at) }
         }
         #[inline(always)]
         unsafe fn load_all(at: *const f32) -> __m512 {
@@ -351,6 +403,16 @@ mod x86 {
             // SAFETY: forwarded; `words[m]` holds eight i32 lanes; masked-off lanes are not read.
             unsafe { _mm256_maskload_ps(at, _mm256_loadu_si256(plan.words[m].as_ptr().cast())) }
         }
+        const PLAIN_LOADS: bool = true;
+        #[inline(always)]
+        unsafe fn load_cleared(plan: &Plan, m: usize, at: *const f32) -> __m256 {
+            // SAFETY: forwarded; `words[m]` holds eight i32 lanes. The AND gives the masked
+            // load's +0.0 in the masked-off lanes.
+            unsafe {
+                let mask = _mm256_castsi256_ps(_mm256_loadu_si256(plan.words[m].as_ptr().cast()));
+                _mm256_and_ps(_mm256_loadu_ps(at), mask)
+            }
+        }
         #[inline(always)]
         unsafe fn load_all(at: *const f32) -> __m256 {
             // SAFETY: forwarded.
@@ -380,17 +442,19 @@ mod x86 {
     }
 
     /// # Safety
-    /// The CPU must have AVX-512F; `src` and `dst` must hold `taps.len() / 9` planes.
+    /// The CPU must have AVX-512F; `src` must hold `taps.len() / 9` planes from `src.first`, and
+    /// `dst` as many.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn image_avx512(plan: &Plan, taps: &[f32], src: *const f32, dst: *mut f32) {
+    pub(super) unsafe fn image_avx512(plan: &Plan, taps: &[f32], src: Batch, dst: *mut f32) {
         // SAFETY: forwarded.
         unsafe { image::<Avx512>(plan, taps, src, dst) }
     }
 
     /// # Safety
-    /// The CPU must have AVX2; `src` and `dst` must hold `taps.len() / 9` planes.
+    /// The CPU must have AVX2; `src` must hold `taps.len() / 9` planes from `src.first`, and `dst`
+    /// as many.
     #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn image_avx2(plan: &Plan, taps: &[f32], src: *const f32, dst: *mut f32) {
+    pub(super) unsafe fn image_avx2(plan: &Plan, taps: &[f32], src: Batch, dst: *mut f32) {
         // SAFETY: forwarded.
         unsafe { image::<Avx2>(plan, taps, src, dst) }
     }
@@ -434,28 +498,67 @@ mod x86 {
         }
     }
 
-    /// The image's channels two at a time, then the last one alone.
+    /// The image's channels two at a time, then the last one alone; each group by whole-vector
+    /// loads where they stay inside the batch and `W` prefers them.
     #[inline(always)]
-    unsafe fn image<W: Width>(plan: &Plan, taps: &[f32], src: *const f32, dst: *mut f32) {
+    unsafe fn image<W: Width>(plan: &Plan, taps: &[f32], src: Batch, dst: *mut f32) {
         let mut pairs = taps.chunks_exact(2 * TAPS);
         for (c, two) in pairs.by_ref().enumerate() {
             let at = 2 * c * plan.p;
-            // SAFETY: planes `2c` and `2c + 1` exist (caller).
-            unsafe { planes::<W, 2>(plan, two, src.add(at), dst.add(at)) };
+            // SAFETY: planes `2c` and `2c + 1` exist (caller); whole-vector loads only where they
+            // stay inside the batch.
+            unsafe {
+                if W::PLAIN_LOADS && plan.plain_loads_fit(src.first + at, 2, src.len) {
+                    planes::<W, 2, true>(plan, two, src.src.add(src.first + at), dst.add(at));
+                } else {
+                    planes::<W, 2, false>(plan, two, src.src.add(src.first + at), dst.add(at));
+                }
+            }
         }
         if let [_, ..] = pairs.remainder() {
             let at = (taps.len() / TAPS - 1) * plan.p;
             // SAFETY: the last plane exists (caller).
-            unsafe { planes::<W, 1>(plan, pairs.remainder(), src.add(at), dst.add(at)) };
+            unsafe {
+                if W::PLAIN_LOADS && plan.plain_loads_fit(src.first + at, 1, src.len) {
+                    planes::<W, 1, true>(plan, pairs.remainder(), src.src.add(src.first + at), dst.add(at));
+                } else {
+                    planes::<W, 1, false>(plan, pairs.remainder(), src.src.add(src.first + at), dst.add(at));
+                }
+            }
         }
     }
 
-    /// `C` consecutive planes of `src` into `dst`, their lane masks shared.
+    /// Tap entry `m`'s vector at `at`: a whole-vector load with the masked-off lanes cleared
+    /// where `PLAIN`, else a masked load.
+    ///
+    /// # Safety
+    /// As [`Width::load`]; where `PLAIN`, the whole vector at `at` must lie in one allocation.
     #[inline(always)]
-    unsafe fn planes<W: Width, const C: usize>(plan: &Plan, taps: &[f32], src: *const f32, dst: *mut f32) {
+    unsafe fn read<W: Width, const PLAIN: bool>(plan: &Plan, m: usize, at: *const f32) -> W::V {
+        // SAFETY: forwarded.
+        unsafe {
+            if PLAIN {
+                W::load_cleared(plan, m, at)
+            } else {
+                W::load(plan, m, at)
+            }
+        }
+    }
+
+    /// `C` consecutive planes of `src` into `dst`, their lane masks shared; each tap's vector read
+    /// as [`read`] does.
+    #[inline(always)]
+    unsafe fn planes<W: Width, const C: usize, const PLAIN: bool>(
+        plan: &Plan,
+        taps: &[f32],
+        src: *const f32,
+        dst: *mut f32,
+    ) {
         // SAFETY (whole function): the caller's CPU has the width; `src` and `dst` hold `C` planes
         // of `plan.p` values; each unmasked lane of tap `t` of output `q` reads `q + offsets[t]`
-        // of its own plane (`Plan::of`); the stores write the lanes that exist.
+        // of its own plane (`Plan::of`), and with `PLAIN` every whole vector lies inside the
+        // buffer (`Plan::plain_loads_fit`, checked by the caller); the stores write the lanes
+        // that exist.
         unsafe {
             let mut w = [[W::splat(0.0); TAPS]; C];
             for (c, wc) in w.iter_mut().enumerate() {
@@ -470,12 +573,12 @@ mod x86 {
                 let mut acc = [W::splat(0.0); C];
                 for (c, a) in acc.iter_mut().enumerate() {
                     let at = src.wrapping_add(c * plan.p + q).wrapping_offset(plan.offsets[0]);
-                    *a = W::mul(w[c][0], W::load(plan, v * TAPS, at));
+                    *a = W::mul(w[c][0], read::<W, PLAIN>(plan, v * TAPS, at));
                 }
                 for (t, &offset) in plan.offsets.iter().enumerate().skip(1) {
                     for (c, a) in acc.iter_mut().enumerate() {
                         let at = src.wrapping_add(c * plan.p + q).wrapping_offset(offset);
-                        *a = W::add(*a, W::mul(w[c][t], W::load(plan, v * TAPS + t, at)));
+                        *a = W::add(*a, W::mul(w[c][t], read::<W, PLAIN>(plan, v * TAPS + t, at)));
                     }
                 }
                 let bits = plan.masks[plan.exist(v)];
@@ -585,6 +688,47 @@ mod tests {
                 assert_eq!(a, b, "input gradient {case}");
             }
         }
+    }
+
+    /// A NaN plane between finite ones: the whole-vector loads of its neighbours read some of
+    /// its values into masked-off lanes, and the AND must discard them (a NaN times a zero weight
+    /// would still be a NaN). The neighbours' outputs match the plane passes bit for bit.
+    #[test]
+    fn a_neighbouring_nan_plane_does_not_leak() {
+        let g = depthwise(2, 5, (8, 8), 3, 1, 1);
+        let mut x = values(2 * 5 * 64, 6);
+        x[2 * 64..3 * 64].fill(f32::NAN); // image 0, channel 2
+        let wt = values(5 * 9, 7);
+        for lanes in lane_counts() {
+            let got = fresh(&Plan::of(&g, false, lanes), &g, &x, &wt, None);
+            let mut want = vec![0.0; x.len()];
+            forward_planes(&g, &x, &wt, &mut want, None);
+            for (plane, (a, b)) in got.chunks(64).zip(want.chunks(64)).enumerate() {
+                if plane == 2 {
+                    assert!(a.iter().all(|v| v.is_nan()), "{lanes} lanes: the NaN plane");
+                } else {
+                    assert!(a.iter().all(|v| v.is_finite()), "{lanes} lanes, plane {plane}: {a:?}");
+                    assert_eq!(a, b, "{lanes} lanes, plane {plane}");
+                }
+            }
+        }
+    }
+
+    /// Whole-vector loads reach 9 values before an 8 × 8 plane (tap (0, 0) of its first row) and
+    /// 9 past it: they fit for planes with a neighbour on each side, not at the buffer's ends.
+    #[test]
+    fn whole_vector_loads_fit_only_inside_the_buffer() {
+        let plan = Plan::of(&depthwise(1, 4, (8, 8), 3, 1, 1), false, 8);
+        assert_eq!(plan.reach, [-9, 73]);
+        let len = 4 * 64;
+        assert!(
+            !plan.plain_loads_fit(0, 2, len),
+            "the first pair reads before the buffer"
+        );
+        assert!(!plan.plain_loads_fit(128, 2, len), "the last pair reads past it");
+        assert!(plan.plain_loads_fit(64, 2, len), "planes 1 and 2 have neighbours");
+        assert!(plan.plain_loads_fit(9, 1, 9 + 64 + 9));
+        assert!(!plan.plain_loads_fit(9, 1, 9 + 64 + 8));
     }
 
     /// The weight gradient against the plane-by-plane one, to rounding (the sums run in another
