@@ -21,7 +21,8 @@
 //! `layout::Zeroed`), and the next plane of 16² or more is prefetched while one is worked on.
 //! Planes of at most 100 values take, on AVX-512F or AVX2, the masked passes (`masked`: the
 //! forward and input gradient of 3 × 3 stride-1 layers that keep the plane's shape, read straight
-//! from the planes with masked loads, and their weight gradient on AVX-512F) or else the
+//! from the planes with masked loads (on AVX2 mostly plain loads with the masked-off lanes
+//! cleared), and their weight gradient on AVX-512F) or else the
 //! 16-channel blocked passes (`blocked`).
 //!
 //! A 32² plane's buffers are a few KiB and stay in L1, and no whole image changes layout. Rayon
