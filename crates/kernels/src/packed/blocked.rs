@@ -45,8 +45,15 @@ pub(crate) fn matmul_blocked(c: &mut [f32], ldc: usize, a: MatRef<'_>, b: MatRef
     }
     let (mr, nr) = path.tile();
     let mc = rows_per_task(m, mr, rayon::current_num_threads());
-    let packed_b = pack_b(b, nr);
-    let shape = Shape { path, k, n, accumulate };
+    let kc = block_k(path);
+    let packed_b = pack_b(b, nr, kc);
+    let shape = Shape {
+        path,
+        k,
+        n,
+        kc,
+        accumulate,
+    };
     c[..(m - 1) * ldc + n]
         .par_chunks_mut(mc * ldc)
         .enumerate()
@@ -54,18 +61,32 @@ pub(crate) fn matmul_blocked(c: &mut [f32], ldc: usize, a: MatRef<'_>, b: MatRef
     true
 }
 
-/// All of `b` packed: for each block of `KC` rows of `k`, its strips of `nr` columns one after
-/// another, each `kc` groups of `nr` values (zeros past the last column).
-fn pack_b(b: MatRef<'_>, nr: usize) -> Vec<f32> {
+/// Rows of `k` per block on `path`: twice [`KC`] on AVX2, whose tiles are narrower (the
+/// `gemm` crate's blocking picks 512 for a 32 KiB L1 too). Measured on Zen 1: see
+/// docs/performance.md, session 29. The block changes no bit: `C` passes between blocks as the
+/// f32 the registers hold.
+fn block_k(path: Path) -> usize {
+    match path {
+        Path::Avx2 => 2 * KC,
+        _ => KC,
+    }
+}
+
+/// All of `b` packed: for each block of `block` rows of `k`, its strips of `nr` columns one
+/// after another, each `kc` groups of `nr` values (zeros past the last column).
+fn pack_b(b: MatRef<'_>, nr: usize, block: usize) -> Vec<f32> {
     let (k, n) = (b.rows(), b.cols());
     let width = n.div_ceil(nr) * nr;
     let mut packed = vec![0.0f32; k * width];
-    packed.par_chunks_mut(KC * width).enumerate().for_each(|(blk, rows)| {
-        let (k0, kc) = (blk * KC, rows.len() / width);
-        for (s, strip) in rows.chunks_exact_mut(kc * nr).enumerate() {
-            pack_strip(strip, b, k0, s * nr, nr);
-        }
-    });
+    packed
+        .par_chunks_mut(block * width)
+        .enumerate()
+        .for_each(|(blk, rows)| {
+            let (k0, kc) = (blk * block, rows.len() / width);
+            for (s, strip) in rows.chunks_exact_mut(kc * nr).enumerate() {
+                pack_strip(strip, b, k0, s * nr, nr);
+            }
+        });
     packed
 }
 
@@ -100,6 +121,8 @@ struct Shape {
     path: Path,
     k: usize,
     n: usize,
+    /// Rows of `k` per block ([`block_k`]).
+    kc: usize,
     accumulate: bool,
 }
 
@@ -111,8 +134,8 @@ impl Shape {
         let rows = (c_rows.len() - self.n) / ldc + 1;
         let width = self.n.div_ceil(nr) * nr;
         let mut scratch = vec![0.0f32; mr * nr];
-        for k0 in (0..self.k).step_by(KC) {
-            let kc = KC.min(self.k - k0);
+        for k0 in (0..self.k).step_by(self.kc) {
+            let kc = self.kc.min(self.k - k0);
             let load_c = self.accumulate || k0 > 0;
             let packed_a = pack_block(a, row0, rows, k0, kc, mr);
             let block_b = &packed_b[k0 * width..(k0 + kc) * width];
