@@ -1,10 +1,10 @@
 //! A general, multi-threaded f32 GEMM on the register tiles of this module: both operands packed,
 //! in blocks sized for the caches (the layout of the BLIS family of libraries).
 //!
-//! `B` is packed once per call (in parallel) into strips of `NR` columns per block of `KC` rows
-//! of `k` (`KC × NR` values, one contiguous stream the micro-kernel reads from L1) and shared by
-//! every thread. The rows of `A` are cut into tasks of at most [`MC_PANELS`] panels; a task walks
-//! the blocks of `k`, packs its `mc × KC` block of `A` (it stays in L2), runs every strip of `B`
+//! `B` is packed once per call (in parallel) into strips of `NR` columns per block of `kc` rows
+//! of `k` ([`block_k`]: `kc × NR` values, one contiguous stream the micro-kernel reads from L1)
+//! and shared by every thread. The rows of `A` are cut into tasks of at most [`MC_PANELS`] panels;
+//! a task walks the blocks of `k`, packs its `mc × kc` block of `A` (it stays in L2), runs every strip of `B`
 //! against it, and prefetches each next `C` tile (read again for every block of `k`: without the
 //! prefetch it came at memory latency, 0.90× in a paired A/B). Tasks own disjoint rows of `C` and
 //! need no barrier between blocks, so the result does not depend on the thread count; every `C`
@@ -16,7 +16,7 @@ use super::{KC, Path, Tile, run_tile};
 use crate::gemm::MatRef;
 use crate::wide::prefetch;
 
-/// Most `MR`-row panels of `A` per task: 24 × 6 rows × `KC` = 144 KiB on AVX2, 24 × 8 rows =
+/// Most `MR`-row panels of `A` per task: 24 × 6 rows × 512 = 288 KiB on AVX2, 24 × 8 rows × 256 =
 /// 192 KiB on AVX-512, inside L2 beside the `B` block streaming through it.
 const MC_PANELS: usize = 24;
 
