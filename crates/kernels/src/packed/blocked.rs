@@ -3,7 +3,8 @@
 //!
 //! `B` is packed once per call (in parallel) into strips of `NR` columns per block of `kc` rows
 //! of `k` ([`block_k`]: `kc × NR` values, one contiguous stream the micro-kernel reads from L1)
-//! and shared by every thread. The rows of `A` are cut into tasks of at most [`MC_PANELS`] panels;
+//! and shared by every thread. The rows of `A` are cut into tasks of at most [`MC_PANELS`] panels,
+//! spread evenly over the threads ([`task_panels`]);
 //! a task walks the blocks of `k`, packs its `mc × kc` block of `A` (it stays in L2), runs every strip of `B`
 //! against it, and prefetches each next `C` tile (read again for every block of `k`: without the
 //! prefetch it came at memory latency, 0.90× in a paired A/B). Tasks own disjoint rows of `C` and
@@ -44,7 +45,6 @@ pub(crate) fn matmul_blocked(c: &mut [f32], ldc: usize, a: MatRef<'_>, b: MatRef
         return true;
     }
     let (mr, nr) = path.tile();
-    let mc = rows_per_task(m, mr, rayon::current_num_threads());
     let kc = block_k(path);
     let packed_b = pack_b(b, nr, kc);
     let shape = Shape {
@@ -54,11 +54,26 @@ pub(crate) fn matmul_blocked(c: &mut [f32], ldc: usize, a: MatRef<'_>, b: MatRef
         kc,
         accumulate,
     };
-    c[..(m - 1) * ldc + n]
-        .par_chunks_mut(mc * ldc)
-        .enumerate()
-        .for_each(|(t, c_rows)| shape.run(c_rows, ldc, a, t * mc, &packed_b));
+    let panels = task_panels(m.div_ceil(mr), rayon::current_num_threads());
+    split_rows(&mut c[..(m - 1) * ldc + n], ldc, &panels, mr)
+        .into_par_iter()
+        .for_each(|(row0, c_rows)| shape.run(c_rows, ldc, a, row0, &packed_b));
     true
+}
+
+/// `c` cut into the tasks' rows: task `t` takes `panels[t] · mr` rows (the last task what is left),
+/// each slice paired with its first row.
+fn split_rows<'c>(mut c: &'c mut [f32], ldc: usize, panels: &[usize], mr: usize) -> Vec<(usize, &'c mut [f32])> {
+    let mut tasks = Vec::with_capacity(panels.len());
+    let mut row0 = 0;
+    for &p in panels {
+        let take = (p * mr * ldc).min(c.len());
+        let (head, tail) = std::mem::take(&mut c).split_at_mut(take);
+        tasks.push((row0, head));
+        row0 += p * mr;
+        c = tail;
+    }
+    tasks
 }
 
 /// Rows of `k` per block on `path`: twice [`KC`] on AVX2, whose tiles are narrower (the
@@ -90,14 +105,18 @@ fn pack_b(b: MatRef<'_>, nr: usize, block: usize) -> Vec<f32> {
     packed
 }
 
-/// Rows of `A` per task: whole panels, at most [`MC_PANELS`] of them, and at least two tasks per
-/// thread where `m` allows, the task count rounded up to a multiple of the threads (the last
-/// task may be shorter than the others).
-fn rows_per_task(m: usize, mr: usize, threads: usize) -> usize {
-    let panels = m.div_ceil(mr);
-    let tasks = panels.div_ceil(MC_PANELS).max(2 * threads.max(1)).min(panels);
-    let tasks = tasks.div_ceil(threads.max(1)) * threads.max(1);
-    panels.div_ceil(tasks.min(panels)) * mr
+/// Panels of `A` per task, task by task: at most [`MC_PANELS`] each, at least two tasks per thread
+/// where the panels allow, the task count a multiple of the threads, and the panels spread evenly
+/// (sizes differ by at most one, the larger ones spaced out), so that each thread's share of the
+/// tasks holds the same work. Equal tasks with a short last one left a thread idle for half a task
+/// at the end (2048 rows, 2 threads: 3 % of the call).
+fn task_panels(panels: usize, threads: usize) -> Vec<usize> {
+    let threads = threads.max(1);
+    let tasks = panels.div_ceil(MC_PANELS).max(2 * threads).min(panels);
+    let tasks = (tasks.div_ceil(threads) * threads).min(panels);
+    (0..tasks)
+        .map(|t| (t + 1) * panels / tasks - t * panels / tasks)
+        .collect()
 }
 
 /// `kc` rows from `k0` of columns `j0..j0 + nr` of `b` as `kc` groups of `nr` values, zeros past
@@ -198,17 +217,24 @@ fn prefetch_tile(c_rows: &[f32], ldc: usize, row: usize, col: usize, mr: usize, 
 
 #[cfg(test)]
 mod tests {
-    use super::rows_per_task;
+    use super::task_panels;
 
     #[test]
-    fn tasks_are_whole_panels_and_fill_the_threads() {
-        // 2048 rows = 342 six-row panels: 15 tasks of ≤ 24 panels, rounded up to 16 for 2 threads
-        assert_eq!(rows_per_task(2048, 6, 2), 22 * 6);
+    fn tasks_are_whole_panels_spread_evenly_over_the_threads() {
+        // 2048 rows = 342 six-row panels: 15 tasks of ≤ 24 panels, rounded up to 16 for 2 threads;
+        // 342 = 16 · 21 + 6, the six tasks of 22 spaced out, so each half holds 171 panels
+        let p = task_panels(342, 2);
+        assert_eq!(p.len(), 16);
+        assert_eq!(p.iter().sum::<usize>(), 342);
+        assert!(p.iter().all(|&x| x == 21 || x == 22));
+        assert_eq!(p[..8].iter().sum::<usize>(), 171);
         // two panels, two threads: one panel each
-        assert_eq!(rows_per_task(10, 6, 2), 6);
+        assert_eq!(task_panels(2, 2), vec![1, 1]);
         // one panel: one task whatever the threads
-        assert_eq!(rows_per_task(3, 8, 4), 8);
+        assert_eq!(task_panels(1, 4), vec![1]);
         // small m: at least two tasks per thread where the panels allow (8 panels, 2 threads)
-        assert_eq!(rows_per_task(64, 8, 2), 16);
+        assert_eq!(task_panels(8, 2), vec![2, 2, 2, 2]);
+        // three panels, two threads: no empty task
+        assert_eq!(task_panels(3, 2), vec![1, 1, 1]);
     }
 }
