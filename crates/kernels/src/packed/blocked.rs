@@ -76,13 +76,15 @@ fn split_rows<'c>(mut c: &'c mut [f32], ldc: usize, panels: &[usize], mr: usize)
     tasks
 }
 
-/// Rows of `k` per block on `path`: twice [`KC`] on AVX2, whose tiles are narrower (the
-/// `gemm` crate's blocking picks 512 for a 32 KiB L1 too). Measured on Zen 1: see
-/// docs/performance.md, session 29. The block changes no bit: `C` passes between blocks as the
-/// f32 the registers hold.
+/// Rows of `k` per block on `path`: twice [`KC`] on AVX2, whose tiles are narrower (the `gemm`
+/// crate's blocking picks 512 for a 32 KiB L1 too), where each core's L2 holds the task's
+/// 288 KiB block of `A` beside the strips of `B` (an L2 of at least 512 KiB: measured on Zen 1,
+/// docs/performance.md, session 29); [`KC`] elsewhere, and on CPUs with a smaller L2 (Intel
+/// client cores have 256 KiB) or one the CPU does not report. The block changes no bit: `C`
+/// passes between blocks as the f32 the registers hold.
 fn block_k(path: Path) -> usize {
     match path {
-        Path::Avx2 => 2 * KC,
+        Path::Avx2 if super::cache::l2_kib().is_some_and(|kib| kib >= 512) => 2 * KC,
         _ => KC,
     }
 }

@@ -17,6 +17,7 @@
 mod avx2;
 mod avx512;
 mod blocked;
+mod cache;
 
 pub(crate) use blocked::matmul_blocked;
 
